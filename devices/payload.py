@@ -1,0 +1,253 @@
+"""The payload contract between oxygen units and oxyfleet: the single source of truth.
+
+Firmware makers get a JSON Schema generated from these models (``oxyfleet schema``) and a validator
+(``oxyfleet validate-payload``). Field names carry their unit (``flow_lpm``, ``purity_pct``...), so a
+value is never ambiguous on the wire or in InfluxDB.
+
+Ranges are *physical plausibility* limits, not health thresholds: a concentrator reporting 70 % purity
+is a valid reading of a failing unit (the health engine flags it), while 140 % purity or a negative flow
+is a broken sensor or firmware and is rejected. The models are strict (no "5" for 5, no 1 for true)
+because a firmware that sends strings today sends garbage tomorrow, and we want to tell its maker now.
+
+Time rules need "now", so they run only when a validation context carries a :class:`TimeWindow`; the
+JSON Schema and offline checks can leave it out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from devices.spec import UNIT_ID_PATTERN
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "MAX_READINGS",
+    "PAYLOAD_MODELS",
+    "ConcentratorReading",
+    "DocsReading",
+    "Reading",
+    "TimeWindow",
+    "json_schema",
+]
+
+MAX_PAYLOAD_BYTES: Final = 64 * 1024
+MAX_READINGS: Final = 1000
+MAX_ALARMS: Final = 16
+
+# Epoch milliseconds below this are almost certainly epoch *seconds* (year 1973 in ms) - the most
+# common firmware mistake, so it gets its own hint.
+_LOOKS_LIKE_SECONDS: Final = 100_000_000_000
+_MS_PER_S: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Accepted device timestamps, relative to the receiver's clock (all in epoch milliseconds)."""
+
+    now_ms: int
+    max_future_ms: int = 5 * 60 * 1000
+    backfill_ms: int = 7 * 24 * 3600 * 1000
+
+
+def _parse_ts(value: object) -> int:
+    """Turn the wire forms of ``ts`` into epoch milliseconds, with a message a firmware maker can act on."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("ts_type", "ts must be epoch milliseconds (integer) or RFC 3339 text")
+    if isinstance(value, int):
+        if value < 0:
+            raise PydanticCustomError("ts_type", "ts must not be negative")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise PydanticCustomError("finite_number", "ts must be a finite number")
+        raise PydanticCustomError(
+            "ts_type",
+            "ts must be an integer number of epoch milliseconds, not a fraction ({value})",
+            {"value": value},
+        )
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "ts_type",
+                "ts text is not RFC 3339, e.g. 2026-11-26T07:00:00Z: {value!r}",
+                {"value": value[:64]},
+            ) from None
+        if parsed.tzinfo is None:
+            raise PydanticCustomError(
+                "ts_type", "ts text needs a zone (Z or +07:00): {value!r}", {"value": value[:64]}
+            )
+        return int(parsed.timestamp() * _MS_PER_S)
+    raise PydanticCustomError("ts_type", "ts must be epoch milliseconds (integer) or RFC 3339 text")
+
+
+def _check_window(ts_ms: int, info: ValidationInfo) -> int:
+    window = info.context.get("window") if isinstance(info.context, dict) else None
+    if not isinstance(window, TimeWindow):
+        return ts_ms
+    if ts_ms > window.now_ms + window.max_future_ms:
+        hint = " (it looks like epoch seconds; send milliseconds)" if ts_ms < _LOOKS_LIKE_SECONDS else ""
+        raise PydanticCustomError(
+            "ts_future",
+            "ts is {ahead_s} s ahead of the receiver's clock (limit {limit_s} s){hint}",
+            {
+                "ahead_s": (ts_ms - window.now_ms) // _MS_PER_S,
+                "limit_s": window.max_future_ms // _MS_PER_S,
+                "hint": hint,
+            },
+        )
+    if ts_ms < window.now_ms - window.backfill_ms:
+        hint = " (it looks like epoch seconds; send milliseconds)" if ts_ms < _LOOKS_LIKE_SECONDS else ""
+        raise PydanticCustomError(
+            "ts_too_old",
+            "ts is older than the backfill window of {limit_h} h{hint}",
+            {"limit_h": window.backfill_ms // 3_600_000, "hint": hint},
+        )
+    return ts_ms
+
+
+Timestamp = Annotated[
+    int,
+    BeforeValidator(_parse_ts),
+    AfterValidator(_check_window),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
+                {"type": "string", "format": "date-time", "description": "RFC 3339 with zone"},
+            ],
+            "description": "When the reading was taken, by the device's clock. At most 5 minutes ahead of the "
+            "receiver and not older than the backfill window (7 days by default).",
+        }
+    ),
+]
+
+AlarmCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")]
+UnitId = Annotated[str, StringConstraints(pattern=UNIT_ID_PATTERN)]
+
+
+def _measure(lo: float, hi: float, description: str) -> Any:  # noqa: ANN401 - pydantic's FieldInfo
+    return Field(default=None, ge=lo, le=hi, description=description)
+
+
+class _ReadingBase(BaseModel):
+    """Fields every oxygen unit reports. Everything but ``ts`` is optional; one measurement is required."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, allow_inf_nan=False)
+
+    # Fields that identify or order a reading rather than measure something.
+    IDENTITY_FIELDS: ClassVar[frozenset[str]] = frozenset({"ts", "seq", "unit_id"})
+
+    ts: Timestamp
+    seq: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="Per-device counter; gaps reveal loss."
+    )
+    unit_id: UnitId | None = Field(
+        default=None, description="Must equal the unit id in the topic when present (anti-spoofing)."
+    )
+    purity_pct: float | None = _measure(0, 100, "Oxygen concentration at the outlet, percent.")
+    temp_c: float | None = _measure(-40, 150, "Internal temperature, degrees Celsius.")
+    run_hours: float | None = _measure(0, 1_000_000, "Compressor run hours since manufacture.")
+    power: Literal["mains", "battery", "none"] | None = Field(default=None, description="Power source.")
+    running: bool | None = Field(
+        default=None, description="false when the unit reports standby (switched off)."
+    )
+    alarms: list[AlarmCode] | None = Field(
+        default=None,
+        max_length=MAX_ALARMS,
+        description="Active device alarm codes, e.g. LOW_PURITY, NO_FLOW, POWER_FAILURE, HIGH_TEMP.",
+    )
+
+    @model_validator(mode="after")
+    def _has_measurement(self) -> _ReadingBase:
+        if all(getattr(self, name) is None for name in self.measurement_fields()):
+            raise PydanticCustomError(
+                "no_measurement",
+                "a reading needs at least one measurement (e.g. purity_pct, flow_lpm, running)",
+            )
+        return self
+
+    @classmethod
+    def measurement_fields(cls) -> tuple[str, ...]:
+        """Fields that carry a measured value, in declaration order (also the line-protocol field order)."""
+        return tuple(name for name in cls.model_fields if name not in cls.IDENTITY_FIELDS)
+
+
+class ConcentratorReading(_ReadingBase):
+    """A reading from an oxygen concentrator (5 or 10 L/min class bedside units)."""
+
+    flow_lpm: float | None = _measure(0, 25, "Delivered flow, litres per minute.")
+    setpoint_lpm: float | None = _measure(0, 25, "Flow the unit is set to deliver, litres per minute.")
+    outlet_kpa: float | None = _measure(0, 600, "Outlet pressure, kPa (gauge).")
+
+
+class DocsReading(_ReadingBase):
+    """A reading from a deployable oxygen concentrator system (containerised PSA plant)."""
+
+    flow_lpm: float | None = _measure(0, 10_000, "Oxygen delivered to the distribution line, L/min.")
+    setpoint_lpm: float | None = _measure(0, 10_000, "Demanded flow, L/min.")
+    product_flow_lpm: float | None = _measure(0, 10_000, "Oxygen produced by the PSA beds, L/min.")
+    outlet_kpa: float | None = _measure(0, 1500, "Distribution line pressure, kPa (gauge).")
+    product_kpa: float | None = _measure(0, 1500, "Product line pressure after the beds, kPa (gauge).")
+    tank_kpa: float | None = _measure(0, 1500, "Buffer tank pressure, kPa (gauge).")
+    feed_kpa: float | None = _measure(0, 1500, "Compressed-air feed pressure, kPa (gauge).")
+    dew_point_c: float | None = _measure(-100, 50, "Feed-air dew point, degrees Celsius.")
+    compressor_temp_c: float | None = _measure(-40, 200, "Compressor discharge temperature, degrees Celsius.")
+
+
+Reading = ConcentratorReading | DocsReading
+
+PAYLOAD_MODELS: Final[dict[str, type[ConcentratorReading | DocsReading]]] = {
+    "concentrator": ConcentratorReading,
+    "docs": DocsReading,
+}
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of everything a unit of ``kind`` may publish on its telemetry topic.
+
+    A payload is one reading or ``{"readings": [...]}``. The ingester validates each element of a batch
+    on its own, so one bad reading in a batch of 1,000 is rejected alone instead of taking 999 good ones
+    with it.
+    """
+    model = PAYLOAD_MODELS[kind]
+    reading = model.model_json_schema(ref_template="#/$defs/{model}")
+    defs = reading.pop("$defs", {})
+    defs[model.__name__] = reading
+    ref = {"$ref": f"#/$defs/{model.__name__}"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://oxyfleet.example/schema/{kind}-telemetry.json",
+        "title": f"oxyfleet {kind} telemetry payload",
+        "description": f"Published to oxygen/{kind}/{{unit_id}}/telemetry as UTF-8 JSON of at most "
+        f"{MAX_PAYLOAD_BYTES} bytes. Unknown fields are ignored (and counted). NaN and Infinity are rejected.",
+        "oneOf": [
+            ref,
+            {
+                "type": "object",
+                "properties": {
+                    "readings": {"type": "array", "items": ref, "minItems": 1, "maxItems": MAX_READINGS}
+                },
+                "required": ["readings"],
+                "additionalProperties": False,
+            },
+        ],
+        "$defs": defs,
+    }

@@ -1,0 +1,306 @@
+"""Settings, from environment variables (``OXYFLEET_…``, nested with ``__``), ``.env`` and secret files.
+
+Everything is validated at startup, like Telegraf's ``Init()``: a bad value stops the ingester before it
+connects anywhere, with the variable to fix. Secrets are :class:`~pydantic.SecretStr` and can come from
+a file (``OXYFLEET_INFLUX__TOKEN_FILE=/run/secrets/influx_token``), which is how Docker/Kubernetes
+secrets arrive; that is the only secret-file mechanism, because pydantic-settings' ``secrets_dir`` cannot
+name nested fields clearly and warns when the directory is absent.
+
+``.env.example`` is generated from these models (``oxyfleet env-example``) and a test fails when it is
+stale, so this module is the single place configuration is documented.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+__all__ = [
+    "BufferSettings",
+    "InfluxSettings",
+    "MqttSettings",
+    "PayloadSettings",
+    "Settings",
+    "env_example",
+    "load_settings",
+    "redacted_lines",
+]
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _read_secret(value: SecretStr | None, path: Path | None) -> str | None:
+    if path is not None:
+        return path.read_text(encoding="utf-8").strip()
+    return value.get_secret_value() if value is not None else None
+
+
+def _check_file(path: Path | None, name: str) -> None:
+    if path is not None and not path.is_file():
+        msg = f"{name}: file {path} does not exist or is not a file"
+        raise ValueError(msg)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Section):
+    """The broker the ingester subscribes to."""
+
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: Port = Field(1883, description="Broker port (8883 is usual for TLS).")
+    client_id: str = Field(
+        "oxyfleet-ingest",
+        min_length=1,
+        max_length=128,
+        description="Stable client id: the broker keeps the persistent session (and queued messages) under it.",
+    )
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version; 3.1.1 for old brokers.")
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(None, description="Broker password.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (instead of PASSWORD)."
+    )
+    tls: bool = Field(default=False, description="Connect with TLS.")
+    ca_file: Path | None = Field(None, description="CA certificate bundle for TLS (system CAs when empty).")
+    cert_file: Path | None = Field(None, description="Client certificate for TLS client authentication.")
+    key_file: Path | None = Field(None, description="Client key for TLS client authentication.")
+    tls_insecure: bool = Field(default=False, description="Skip the broker host name check (testing only).")
+    topic_prefix: str = Field(
+        "oxygen",
+        pattern=r"^[^#+$][^#+]*[^/#+]$|^[^#+$/]$",
+        description="Topic root: devices publish to {prefix}/{kind}/{unit_id}/{telemetry|status}.",
+    )
+    shared_group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Shared-subscription group: several ingesters with the same group split the load.",
+    )
+    qos: Literal[0, 1] = Field(
+        1, description="Subscription QoS. 1 is the only setting that guarantees no loss."
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive, seconds.")
+    session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="How long the broker keeps our session and messages while the ingester is away (MQTT 5).",
+    )
+    receive_maximum: int = Field(
+        10_000,
+        ge=1,
+        le=65535,
+        description="Unacknowledged QoS 1 messages the broker may send at once (MQTT 5); must exceed the batch.",
+    )
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay; doubles up to the maximum.")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> MqttSettings:
+        for name in ("password_file", "ca_file", "cert_file", "key_file"):
+            _check_file(getattr(self, name), name)
+        if (self.cert_file is None) != (self.key_file is None):
+            msg = "cert_file and key_file must be set together"
+            raise ValueError(msg)
+        return self
+
+    def password_value(self) -> str | None:
+        """The password from PASSWORD or PASSWORD_FILE."""
+        return _read_secret(self.password, self.password_file)
+
+    def subscription(self) -> str:
+        """The topic filter to subscribe to: everything under the prefix, so bad topics are seen and rejected."""
+        topic = f"{self.topic_prefix}/#"
+        return f"$share/{self.shared_group}/{topic}" if self.shared_group else topic
+
+
+class InfluxSettings(_Section):
+    """Where points are written (and read back by tools)."""
+
+    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://", description="InfluxDB base URL.")
+    api: Literal["v1", "v2"] = Field(
+        "v1",
+        description="v1: POST /write (1.x, 2.x compatibility, 3 Core). v2: /api/v2/write (2.x, 3 Core, 1.8+).",
+    )
+    database: str = Field("oxyfleet", min_length=1, description="v1 database (also the InfluxQL database).")
+    retention_policy: str | None = Field(None, description="v1 retention policy (server default when empty).")
+    username: str | None = Field(None, description="v1 user (Basic auth).")
+    password: SecretStr | None = Field(None, description="v1 password.")
+    password_file: Path | None = Field(None, description="File holding the v1 password.")
+    token: SecretStr | None = Field(None, description="API token (v2; also accepted by v1 on 2.x/3 Core).")
+    token_file: Path | None = Field(None, description="File holding the API token.")
+    org: str | None = Field(None, description="v2 organisation.")
+    bucket: str | None = Field(None, description="v2 bucket (defaults to DATABASE).")
+    create_database: bool = Field(
+        default=True,
+        description="v1: CREATE DATABASE at startup if missing (harmless when it exists).",
+    )
+    timeout_s: float = Field(10.0, gt=0, description="HTTP timeout per request, seconds.")
+    gzip: bool = Field(default=False, description="Compress write bodies.")
+    verify_tls: bool = Field(default=True, description="Verify the server certificate for https URLs.")
+    ca_file: Path | None = Field(None, description="CA bundle for https URLs.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InfluxSettings:
+        for name in ("password_file", "token_file", "ca_file"):
+            _check_file(getattr(self, name), name)
+        if self.api == "v2":
+            if self.token is None and self.token_file is None:
+                msg = "api=v2 needs TOKEN or TOKEN_FILE"
+                raise ValueError(msg)
+            if not self.org:
+                msg = "api=v2 needs ORG"
+                raise ValueError(msg)
+        return self
+
+    def token_value(self) -> str | None:
+        """The token from TOKEN or TOKEN_FILE."""
+        return _read_secret(self.token, self.token_file)
+
+    def password_value(self) -> str | None:
+        """The v1 password from PASSWORD or PASSWORD_FILE."""
+        return _read_secret(self.password, self.password_file)
+
+    def bucket_name(self) -> str:
+        """The v2 bucket."""
+        return self.bucket or self.database
+
+
+class BufferSettings(_Section):
+    """Batching between MQTT and InfluxDB."""
+
+    batch_size: int = Field(5000, ge=1, le=100_000, description="Write when this many messages are pending.")
+    batch_age_s: float = Field(
+        1.0, gt=0, le=60, description="...or when the oldest pending message is this old."
+    )
+    max_pending: int = Field(
+        50_000,
+        ge=1,
+        description="Messages held in memory before the MQTT thread waits (backpressure; QoS 1 is held by the broker).",
+    )
+    retry_initial_s: float = Field(
+        0.5, gt=0, description="First wait after a failed write; doubles each time."
+    )
+    retry_max_s: float = Field(30.0, gt=0, description="Longest wait between write attempts.")
+
+
+class PayloadSettings(_Section):
+    """Limits of the payload contract that an operator may tune."""
+
+    max_bytes: int = Field(64 * 1024, ge=256, le=1024 * 1024, description="Largest accepted payload, bytes.")
+    max_readings: int = Field(1000, ge=1, le=100_000, description="Most readings in one batched payload.")
+    max_future_s: int = Field(300, ge=0, description="How far ahead of our clock a device timestamp may be.")
+    backfill_s: int = Field(
+        7 * 24 * 3600, ge=60, description="Oldest device timestamp accepted (late uploads)."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything the ingester needs; see ``.env.example`` for every variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OXYFLEET_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    buffer: BufferSettings = Field(default_factory=BufferSettings)
+    payload: PayloadSettings = Field(default_factory=PayloadSettings)
+    instance: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Name of this ingester in its own counters and rejected records (default: host name).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="auto: console on a terminal, JSON lines otherwise.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of the /metrics endpoint (0.0.0.0 in containers)."
+    )
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0: off."
+    )
+    stats_interval_s: float = Field(
+        10.0, gt=0, description="How often counters are written to oxyfleet_ingest."
+    )
+
+
+def _env_name(path: tuple[str, ...]) -> str:
+    return "OXYFLEET_" + "__".join(p.upper() for p in path)
+
+
+def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - passed through to pydantic
+    """Build settings from the environment (and ``.env``); raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(str(p) for p in err["loc"])
+            where = _env_name(loc) if loc else "settings"
+            problems.append(f"  {where}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from None
+
+
+def _walk(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for name, info in model.model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            yield from _walk(sub, (*path, name))
+        else:
+            yield (*path, name), info
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        return "**********" if value.get_secret_value() else ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every variable, its default and what it is for."""
+    lines = [
+        "# oxyfleet configuration. Generated by `oxyfleet env-example`; a test fails when it is stale.",
+        "# Copy to .env (never commit it) and uncomment what you change. Secrets may instead come from files:",
+        "# set the matching *_FILE variable to a path, e.g. OXYFLEET_INFLUX__TOKEN_FILE=/run/secrets/influx_token.",
+        "",
+    ]
+    section = None
+    for path, info in _walk(Settings):
+        if path[0] != section and len(path) > 1:
+            section = path[0]
+            lines.append(f"# --- {section} ---")
+        default = "" if info.default_factory is not None else _shown(info.default)
+        lines.append(f"# {info.description}")
+        lines.append(f"# {_env_name(path)}={default}")
+    return "\n".join(lines) + "\n"
+
+
+def redacted_lines(settings: Settings) -> list[str]:
+    """The effective settings as ``VAR=value`` lines, secrets replaced by stars (for check-config)."""
+    out = []
+    for path, _info in _walk(Settings):
+        value: Any = settings
+        for part in path:
+            value = getattr(value, part)
+        out.append(f"{_env_name(path)}={_shown(value)}")
+    return out

@@ -1,0 +1,195 @@
+r"""InfluxDB line protocol for everything oxyfleet stores. Pure: no I/O.
+
+Escaping follows the line-protocol reference: measurement names escape comma and space; tag keys and
+values escape comma, equals sign and space; string field values escape backslash and double quote.
+Newlines cannot be escaped in line protocol at all (a raw newline ends the line, which is how an
+injected point would get in), so any CR/LF in a string is written as the two characters ``\\n``/``\\r``.
+Unit ids never need escaping because the topic grammar already refused anything outside
+``[A-Za-z0-9_.-]``; the escaping is there for inventory text and for rejected payloads.
+
+Telemetry points carry the device's timestamp (``ts`` in ms), so a redelivered message writes the same
+series+time again and overwrites itself instead of counting twice. All writes use nanosecond precision
+because records without a device time (rejections, connection changes, counters) need unique times.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final, Protocol
+
+from devices.spec import (
+    MEASUREMENT_REJECTED,
+    MEASUREMENT_STATS,
+    MEASUREMENT_TELEMETRY,
+    MEASUREMENT_UNIT_CONNECTION,
+    UNREGISTERED,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ingest.decode import ConnectionChange, Rejection, ValidReading
+
+__all__ = [
+    "LineBuilder",
+    "StaticTags",
+    "TagLookup",
+    "UnitTags",
+    "escape_field_string",
+    "escape_tag",
+]
+
+_NS_PER_MS: Final = 1_000_000
+MAX_STORED_PAYLOAD: Final = 1024
+
+_TAG_ESCAPES: Final = str.maketrans(
+    {
+        "\\": "\\\\",
+        ",": "\\,",
+        "=": "\\=",
+        " ": "\\ ",
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+    }
+)
+_STR_ESCAPES: Final = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+
+
+def escape_tag(value: str) -> str:
+    """Escape a tag key or value (also used for measurement names, which need a subset)."""
+    return value.translate(_TAG_ESCAPES)
+
+
+def escape_field_string(value: str) -> str:
+    """Escape a string field value (without the surrounding quotes)."""
+    return value.translate(_STR_ESCAPES)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitTags:
+    """Inventory facts stored as tags on every point of a unit."""
+
+    hospital: str = UNREGISTERED
+    model: str = UNREGISTERED
+    province: str = UNREGISTERED
+
+
+class TagLookup(Protocol):
+    """Where the inventory plugs in: unit id -> tags. Must be cheap; it is called once per point."""
+
+    def __call__(self, unit_id: str) -> UnitTags:
+        """Tags for ``unit_id``; :class:`UnitTags` defaults for units not in the inventory."""
+        ...
+
+
+class StaticTags:
+    """A fixed mapping (or nothing at all: every unit is ``unregistered``)."""
+
+    def __init__(self, units: Mapping[str, UnitTags] | None = None) -> None:
+        self._units = dict(units or {})
+        self._default = UnitTags()
+
+    def __call__(self, unit_id: str) -> UnitTags:
+        """Tags for ``unit_id``."""
+        return self._units.get(unit_id, self._default)
+
+
+def _field_value(value: object) -> str:
+    # bool before int: bool is an int in Python.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return f'"{escape_field_string(str(value))}"'
+
+
+class LineBuilder:
+    """Builds lines; keeps a per-instance clock so records without a device time never share a timestamp."""
+
+    def __init__(self, tags: TagLookup | None = None, instance: str = "ingest") -> None:
+        self.tags: TagLookup = tags or StaticTags()
+        self.instance_tag = escape_tag(instance) or "ingest"
+        self._last_ns = 0
+        self._tag_cache: dict[tuple[str, str, UnitTags], str] = {}
+
+    def unique_ns(self, wanted_ns: int) -> int:
+        """A timestamp >= wanted and > any this builder handed out before."""
+        self._last_ns = max(wanted_ns, self._last_ns + 1)
+        return self._last_ns
+
+    def _series(self, measurement: str, kind: str, unit_id: str) -> str:
+        unit = self.tags(unit_id)
+        key = (kind, unit_id, unit)
+        series = self._tag_cache.get(key)
+        if series is None:
+            tags = {
+                "hospital": unit.hospital,
+                "kind": kind,
+                "model": unit.model,
+                "province": unit.province,
+                "unit_id": unit_id,
+            }
+            # Sorted tag keys are what InfluxDB stores anyway; sending them sorted saves it the work.
+            series = ",".join(f"{k}={escape_tag(v)}" for k, v in sorted(tags.items()) if v)
+            if len(self._tag_cache) > 100_000:
+                self._tag_cache.clear()
+            self._tag_cache[key] = series
+        return f"{measurement},{series}"
+
+    def telemetry(self, item: ValidReading) -> str:
+        """One telemetry point at the device's timestamp."""
+        reading = item.reading
+        fields: list[str] = []
+        for name in reading.measurement_fields():
+            value = getattr(reading, name)
+            if value is None:
+                continue
+            if name == "alarms":
+                fields.append(f'alarms="{escape_field_string(",".join(value))}"')
+                fields.append(f"alarm_count={len(value)}i")
+            elif isinstance(value, bool | str):
+                fields.append(f"{name}={_field_value(value)}")
+            else:
+                # Always float: a firmware sending 5 then 5.2 must not cause a field type conflict.
+                fields.append(f"{name}={float(value)!r}")
+        if reading.seq is not None:
+            fields.append(f"seq={reading.seq}i")
+        return (
+            f"{self._series(MEASUREMENT_TELEMETRY, item.kind, item.unit_id)} {','.join(fields)} "
+            f"{reading.ts * _NS_PER_MS}"
+        )
+
+    def connection(self, change: ConnectionChange) -> str:
+        """A device went online/offline (its MQTT will), at receive time."""
+        online = "true" if change.online else "false"
+        ts = self.unique_ns(change.received_ns)
+        return (
+            f"{self._series(MEASUREMENT_UNIT_CONNECTION, change.kind, change.unit_id)} online={online} {ts}"
+        )
+
+    def rejected(self, rej: Rejection) -> str:
+        """The dead-letter record: reason as tag, everything needed to debug the device as fields."""
+        shown = rej.payload[:MAX_STORED_PAYLOAD].decode("utf-8", "backslashreplace")
+        received = datetime.fromtimestamp(rej.received_ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
+        fields = [
+            f'detail="{escape_field_string(rej.detail)}"',
+            f'payload="{escape_field_string(shown)}"',
+            f"payload_bytes={len(rej.payload)}i",
+            f'received_at="{received}"',
+            f'topic="{escape_field_string(rej.topic[:512])}"',
+        ]
+        if rej.unit_id:
+            fields.append(f'unit_id="{escape_field_string(rej.unit_id)}"')
+        ts = self.unique_ns(rej.received_ns)
+        return f"{MEASUREMENT_REJECTED},instance={self.instance_tag},reason={rej.reason.value} {','.join(fields)} {ts}"
+
+    def stats(self, counters: Mapping[str, int | float], at_ns: int | None = None) -> str:
+        """The ingester's own counters as one point."""
+        fields = ",".join(f"{k}={_field_value(v)}" for k, v in sorted(counters.items()))
+        ts = self.unique_ns(at_ns if at_ns is not None else time.time_ns())
+        return f"{MEASUREMENT_STATS},instance={self.instance_tag} {fields} {ts}"

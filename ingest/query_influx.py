@@ -1,0 +1,92 @@
+"""A small InfluxQL client (``GET /query``): what the demo, ``check``, the tests and the health engine read with.
+
+InfluxQL over ``/query`` is the one query interface InfluxDB 1.x, 2.x (v1 compatibility, token auth) and
+3 Core all serve; influxdb-client has no InfluxQL API, hence this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import urllib3
+
+from ingest.errors import SinkError
+from ingest.sink_influx import classify_response, map_transport_errors
+
+__all__ = ["InfluxQL"]
+
+
+class InfluxQL:
+    """Runs InfluxQL and returns rows as dicts; raises :mod:`ingest.errors` sink errors on failure."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.database = database
+        self.headers: dict[str, str] = {}
+        if token:
+            self.headers["Authorization"] = f"Token {token}"
+        elif username:
+            self.headers["Authorization"] = (
+                "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+            )
+        self.pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=timeout_s))
+
+    @classmethod
+    def from_settings(cls, influx: Any) -> InfluxQL:  # noqa: ANN401 - InfluxSettings; avoids an import cycle
+        """Reader for the configured InfluxDB."""
+        return cls(
+            influx.url,
+            influx.database,
+            username=influx.username,
+            password=influx.password_value(),
+            token=influx.token_value(),
+            timeout_s=influx.timeout_s,
+        )
+
+    def raw(self, q: str, *, epoch: str = "ms", method: str = "GET") -> dict[str, Any]:
+        """The parsed JSON answer of one request (possibly several statements)."""
+        with map_transport_errors():
+            resp = self.pool.request(
+                method,
+                f"{self.url}/query",
+                fields={"db": self.database, "q": q, "epoch": epoch},
+                headers=self.headers,
+                encode_multipart=False,
+            )
+        classify_response(resp.status, resp.data, resp.headers)
+        answer: dict[str, Any] = json.loads(resp.data)
+        for result in answer.get("results", []):
+            if "error" in result:
+                raise SinkError(f"InfluxQL error: {result['error']} (query: {q[:200]})")
+        return answer
+
+    def rows(self, q: str, *, epoch: str = "ms") -> list[dict[str, Any]]:
+        """Rows of the first statement; tags of grouped series are merged into each row."""
+        out: list[dict[str, Any]] = []
+        results = self.raw(q, epoch=epoch).get("results", [])
+        for series in results[0].get("series", []) if results else []:
+            tags = series.get("tags", {})
+            for values in series.get("values", []):
+                row = dict(zip(series["columns"], values, strict=True))
+                row.update(tags)
+                out.append(row)
+        return out
+
+    def execute(self, q: str) -> None:
+        """Run a statement that changes something (CREATE/DROP), with POST as InfluxDB requires."""
+        self.raw(q, method="POST")
+
+    def close(self) -> None:
+        """Release connections."""
+        self.pool.clear()

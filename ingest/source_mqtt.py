@@ -1,0 +1,276 @@
+"""MQTT source: a paho-mqtt 2.x client on a persistent session that hands messages over and acks later.
+
+The broker keeps our QoS 1 messages while we are away because the session is persistent (stable client
+id, clean start off, session expiry). We ack a message only when the pipeline says it is durably
+handled (``manual_ack``), so a crash between receiving and writing means redelivery, not loss.
+
+The paho callback only wraps the message and enqueues it (as aiomqtt's ``_on_message`` does); nothing
+it raises can reach paho, which would otherwise re-raise it in its network thread. When the queue is
+full the callback blocks, which stops paho reading the socket: backpressure to the broker, never a drop.
+
+Acks and reconnects: packet ids are per connection. A message received on an earlier connection must not
+be acked on the current one (its id may now belong to another message); the broker redelivers it
+instead, and because writes are idempotent the second write changes nothing. A lock makes "is this the
+current connection? then ack" atomic with respect to reconnects.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Final
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.decode import Inbound
+from ingest.errors import SourceAuthError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from ingest.config import MqttSettings
+
+__all__ = ["MqttSource", "make_client", "probe_broker"]
+
+log = structlog.get_logger("ingest.source")
+
+# CONNACK reason codes (MQTT 5 numbering; paho maps 3.1.1 return codes onto them) that retrying cannot fix.
+_FATAL_CONNACK: Final = {
+    133: "client identifier not valid",
+    134: "bad user name or password",
+    135: "not authorized",
+    138: "banned",
+    140: "bad authentication method",
+}
+
+
+def make_client(settings: MqttSettings, client_id: str, *, persistent: bool, manual_ack: bool) -> mqtt.Client:
+    """A configured (not yet connected) paho client; shared by the ingester, ``check`` and the demo."""
+    v5 = settings.protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else not persistent,
+        manual_ack=manual_ack,
+    )
+    # paho re-raises exceptions from callbacks in its network thread; ours catch everything, and this
+    # makes sure a future mistake is logged by paho instead of killing the loop.
+    client.suppress_exceptions = True
+    username = settings.username
+    if username is not None:
+        client.username_pw_set(username, settings.password_value())
+    if settings.tls:
+        client.tls_set(
+            ca_certs=str(settings.ca_file) if settings.ca_file else None,
+            certfile=str(settings.cert_file) if settings.cert_file else None,
+            keyfile=str(settings.key_file) if settings.key_file else None,
+        )
+        client.tls_insecure_set(settings.tls_insecure)
+    client.reconnect_delay_set(
+        min_delay=max(1, int(settings.reconnect_min_s)), max_delay=max(1, int(settings.reconnect_max_s))
+    )
+    return client
+
+
+def connect_properties(settings: MqttSettings, *, persistent: bool) -> Properties | None:
+    """MQTT 5 CONNECT properties: session expiry (persistence) and receive maximum (batching headroom)."""
+    if settings.protocol != "5":
+        return None
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = settings.session_expiry_s if persistent else 0
+    props.ReceiveMaximum = settings.receive_maximum
+    return props
+
+
+class MqttSource:
+    """Subscribes, queues messages for the pipeline, and acks them when told to."""
+
+    def __init__(self, settings: MqttSettings, max_pending: int = 50_000) -> None:
+        self.settings = settings
+        self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=max_pending)
+        self.client = make_client(settings, settings.client_id, persistent=True, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._ack_lock = threading.Lock()
+        self._generation = 0
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.fatal: SourceAuthError | None = None
+        self.reconnects = 0
+        self.callback_errors = 0
+
+    # --- paho callbacks (paho's network thread) -------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        flags: object,
+        reason: ReasonCode,
+        _props: object,
+    ) -> None:
+        try:
+            if reason.is_failure:
+                if reason.value in _FATAL_CONNACK:
+                    self.fatal = SourceAuthError(
+                        f"broker {self.settings.host}:{self.settings.port} refused the connection: {reason} - "
+                        "check OXYFLEET_MQTT__USERNAME/PASSWORD, the broker's ACL and CLIENT_ID",
+                    )
+                    log.error("ingest.mqtt_refused", reason=str(reason))
+                    client.disconnect()
+                else:
+                    log.warning("ingest.mqtt_connect_failed", reason=str(reason))
+                return
+            with self._ack_lock:
+                self._generation += 1
+            if self.connected.is_set() or self._generation > 1:
+                self.reconnects += 1
+            self.connected.set()
+            log.info(
+                "ingest.mqtt_connected",
+                host=self.settings.host,
+                port=self.settings.port,
+                session_present=bool(getattr(flags, "session_present", False)),
+            )
+            # Subscribe on every connect: cheap, and correct when the broker lost our session.
+            client.subscribe(self.settings.subscription(), qos=self.settings.qos)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("ingest.callback_failed", callback="on_connect")
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: object,
+    ) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        if self.fatal is None:
+            log.warning("ingest.mqtt_disconnected", reason=str(reason))
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        codes: list[ReasonCode],
+        _props: object,
+    ) -> None:
+        failed = [str(c) for c in codes if c.is_failure]
+        if failed:
+            log.error("ingest.subscribe_refused", topic=self.settings.subscription(), reason=failed)
+        else:
+            self.subscribed.set()
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:  # a broker should refuse these; if not, the decoder rejects it
+                topic = msg._topic.decode("utf-8", "backslashreplace")  # noqa: SLF001
+            self.queue.put(
+                Inbound(
+                    topic,
+                    bytes(msg.payload),
+                    time.time_ns(),
+                    msg.qos,
+                    bool(msg.retain),
+                    (self._generation, msg.mid),
+                )
+            )
+        except Exception:
+            # Not acked, so the broker redelivers it after the next reconnect: counted, not lost.
+            self.callback_errors += 1
+            log.exception("ingest.callback_failed", callback="on_message")
+
+    # --- used by the pipeline (its own thread) --------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects with backoff on its own."""
+        s = self.settings
+        self.client.connect_async(
+            s.host,
+            s.port,
+            keepalive=s.keepalive_s,
+            clean_start=False if s.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=connect_properties(s, persistent=True),
+        )
+        self.client.loop_start()
+
+    def get(self, timeout: float) -> Inbound | None:
+        """The next message, or None after ``timeout`` seconds."""
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def ack(self, messages: Iterable[Inbound]) -> int:
+        """Acknowledge handled messages in arrival order; skip those from an earlier connection."""
+        acked = 0
+        with self._ack_lock:
+            current = self._generation
+            for m in messages:
+                if m.qos == 0:
+                    continue
+                generation, mid = m.ack_token
+                if generation == current:
+                    self.client.ack(mid, m.qos)
+                    acked += 1
+        return acked
+
+    def pending(self) -> int:
+        """Messages received but not yet taken by the pipeline."""
+        return self.queue.qsize()
+
+    def stop(self) -> None:
+        """Disconnect cleanly; the broker keeps the session and anything not acked."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def probe_broker(settings: MqttSettings, timeout: float = 5.0) -> str | None:
+    """Connect once with a throwaway clean session; return None when fine, else what is wrong."""
+    client = make_client(
+        settings,
+        f"{settings.client_id}-check-{time.time_ns() % 1_000_000}",
+        persistent=False,
+        manual_ack=False,
+    )
+    result: dict[str, str | None] = {}
+    done = threading.Event()
+
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        result["error"] = None if not reason.is_failure else f"broker refused the connection: {reason}"
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(
+            settings.host,
+            settings.port,
+            keepalive=10,
+            properties=connect_properties(settings, persistent=False),
+        )
+    except (OSError, ValueError) as exc:
+        return f"cannot reach broker at {settings.host}:{settings.port}: {exc}"
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            return f"no CONNACK from {settings.host}:{settings.port} within {timeout:g} s"
+        return result.get("error")
+    finally:
+        client.disconnect()
+        client.loop_stop()
