@@ -87,12 +87,12 @@ def _parse_ts(value: object) -> int:
         except ValueError:
             raise PydanticCustomError(
                 "ts_type",
-                "ts text is not RFC 3339, e.g. 2026-11-26T07:00:00Z: {value!r}",
-                {"value": value[:64]},
+                "ts text is not RFC 3339 (e.g. 2026-11-26T07:00:00Z): {value}",
+                {"value": repr(value[:64])},
             ) from None
         if parsed.tzinfo is None:
             raise PydanticCustomError(
-                "ts_type", "ts text needs a zone (Z or +07:00): {value!r}", {"value": value[:64]}
+                "ts_type", "ts text needs a zone (Z or +07:00): {value}", {"value": repr(value[:64])}
             )
         return int(parsed.timestamp() * _MS_PER_S)
     raise PydanticCustomError("ts_type", "ts must be epoch milliseconds (integer) or RFC 3339 text")

@@ -56,14 +56,10 @@ class InfluxQL:
 
     def raw(self, q: str, *, epoch: str = "ms", method: str = "GET") -> dict[str, Any]:
         """The parsed JSON answer of one request (possibly several statements)."""
+        fields = {"db": self.database, "q": q, "epoch": epoch}
+        extra: dict[str, Any] = {} if method == "GET" else {"encode_multipart": False}
         with map_transport_errors():
-            resp = self.pool.request(
-                method,
-                f"{self.url}/query",
-                fields={"db": self.database, "q": q, "epoch": epoch},
-                headers=self.headers,
-                encode_multipart=False,
-            )
+            resp = self.pool.request(method, f"{self.url}/query", fields=fields, headers=self.headers, **extra)
         classify_response(resp.status, resp.data, resp.headers)
         answer: dict[str, Any] = json.loads(resp.data)
         for result in answer.get("results", []):

@@ -108,6 +108,7 @@ class MqttSource:
         self.fatal: SourceAuthError | None = None
         self.reconnects = 0
         self.callback_errors = 0
+        self._stopping = False
 
     # --- paho callbacks (paho's network thread) -------------------------------------------------------
 
@@ -158,7 +159,9 @@ class MqttSource:
     ) -> None:
         self.connected.clear()
         self.subscribed.clear()
-        if self.fatal is None:
+        if self._stopping:
+            log.info("ingest.mqtt_disconnected", reason=str(reason))
+        elif self.fatal is None:
             log.warning("ingest.mqtt_disconnected", reason=str(reason))
 
     def _on_subscribe(
@@ -237,6 +240,7 @@ class MqttSource:
 
     def stop(self) -> None:
         """Disconnect cleanly; the broker keeps the session and anything not acked."""
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
