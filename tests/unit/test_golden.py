@@ -26,7 +26,9 @@ def render(case: Path) -> tuple[str, str]:
     payload = (case / "payload.json").read_bytes()
     decoded = Decoder("oxygen").decode(Inbound(topic, payload, NOW_MS * 1_000_000))
     builder = LineBuilder(instance="golden")
-    lines = [builder.telemetry(r) for r in decoded.readings] + [builder.connection(c) for c in decoded.connections]
+    lines = [builder.telemetry(r) for r in decoded.readings] + [
+        builder.connection(c) for c in decoded.connections
+    ]
     errors = [f"{r.reason.value}: {r.detail}" for r in decoded.rejections]
     return "".join(f"{x}\n" for x in lines), "".join(f"{x}\n" for x in errors)
 
