@@ -1,0 +1,190 @@
+"""Fixtures for tests against the real Mosquitto and InfluxDB that ``scripts/services start`` runs on loopback.
+
+Every test gets its own topic prefix, MQTT client id and InfluxDB database (aiomqtt's ``unique_topic()``
+idea), so tests never see each other's messages or points, and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.config import BufferSettings, InfluxSettings, MqttSettings, Settings
+from ingest.pipeline import Ingester, build_ingester
+from ingest.query_influx import InfluxQL
+
+MQTT_HOST = os.environ.get("OXYFLEET_TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("OXYFLEET_SERVICES_MQTT_PORT", "1883"))
+INFLUX_URL = os.environ.get(
+    "OXYFLEET_TEST_INFLUX_URL", f"http://127.0.0.1:{os.environ.get('OXYFLEET_SERVICES_INFLUX_PORT', '8086')}"
+)
+
+
+def _mqtt_up() -> bool:
+    try:
+        with socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _influx_up() -> bool:
+    try:
+        with urllib.request.urlopen(f"{INFLUX_URL}/ping", timeout=2) as resp:
+            return bool(resp.status == 204)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def services(request: pytest.FixtureRequest) -> None:
+    missing = [name for name, up in (("Mosquitto", _mqtt_up), ("InfluxDB", _influx_up)) if not up()]
+    if missing:
+        message = f"{' and '.join(missing)} not reachable ({MQTT_HOST}:{MQTT_PORT}, {INFLUX_URL}); run scripts/services start"
+        if request.config.getoption("--require-services"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def influx(services: None, unique: str) -> Iterator[InfluxQL]:
+    """A fresh database, dropped afterwards."""
+    reader = InfluxQL(INFLUX_URL, f"oxytest_{unique}")
+    reader.execute(f'CREATE DATABASE "oxytest_{unique}"')
+    yield reader
+    reader.execute(f'DROP DATABASE "oxytest_{unique}"')
+    reader.close()
+
+
+@pytest.fixture
+def prefix(unique: str) -> str:
+    return f"t{unique}/oxygen"
+
+
+def make_settings(prefix: str, database: str, client_id: str, **buffer: Any) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        mqtt=MqttSettings(host=MQTT_HOST, port=MQTT_PORT, client_id=client_id, topic_prefix=prefix),
+        influx=InfluxSettings(url=INFLUX_URL, database=database),
+        buffer=BufferSettings(**{"batch_age_s": 0.2, "retry_initial_s": 0.05, **buffer}),
+        instance="itest",
+        metrics_port=0,
+        stats_interval_s=3600,
+        log_format="console",
+    )
+
+
+@dataclass
+class RunningIngester:
+    ingester: Ingester
+    stop: threading.Event
+    thread: threading.Thread
+    errors: list[BaseException] = field(default_factory=list)
+
+    def shutdown(self, timeout: float = 15) -> None:
+        self.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "ingester did not stop"
+
+
+@pytest.fixture
+def start_ingester(influx: InfluxQL, prefix: str, unique: str) -> Iterator[Callable[..., RunningIngester]]:
+    """Start an in-process ingester subscribed to this test's prefix, writing to this test's database."""
+    running: list[RunningIngester] = []
+
+    def start(client_id: str | None = None, **buffer: Any) -> RunningIngester:
+        settings = make_settings(prefix, influx.database, client_id or f"itest-{unique}", **buffer)
+        ingester = build_ingester(settings, serve=False)
+        stop = threading.Event()
+        handle = RunningIngester(ingester, stop, threading.Thread(target=lambda: None))
+
+        def target() -> None:
+            try:
+                ingester.run(stop)
+            except BaseException as exc:
+                handle.errors.append(exc)
+                raise
+
+        handle.thread = threading.Thread(target=target, daemon=True)
+        handle.thread.start()
+        assert ingester.source.subscribed.wait(10), "ingester did not subscribe"
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        handle.stop.set()
+        handle.thread.join(15)
+
+
+class Publisher:
+    """A device stand-in: publishes QoS 1 and waits until the broker has every message."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.connect(MQTT_HOST, MQTT_PORT)
+        self.client.loop_start()
+
+    def raw(self, topic: str, payload: bytes | str, *, qos: int = 1) -> None:
+        info = self.client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(10)
+        assert info.is_published()
+
+    def reading(self, unit: str, payload: dict[str, Any] | bytes, *, kind: str = "concentrator") -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.raw(f"{self.prefix}/{kind}/{unit}/telemetry", body)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def publisher(services: None, prefix: str) -> Iterator[Publisher]:
+    pub = Publisher(prefix)
+    yield pub
+    pub.close()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.2) -> Any:
+    """Poll until ``check()`` is truthy (Telegraf's Eventually); return its value or fail with the last one."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = check()
+    assert value, f"condition not met within {timeout} s (last value {value!r})"
+    return value
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture(name="wait_for")
+def wait_for_fixture() -> Callable[..., Any]:
+    return wait_for
+
+
+@pytest.fixture(name="settings_for")
+def settings_for_fixture(influx: InfluxQL, prefix: str) -> Callable[..., Settings]:
+    """Settings pointing at this test's prefix and database (for subprocesses and custom setups)."""
+    return lambda client_id, **buffer: make_settings(prefix, influx.database, client_id, **buffer)
