@@ -175,7 +175,9 @@ def explain(error: ValidationError, where: str = "") -> tuple[Reason, str]:
         shown = err.get("input")
         got = (
             f" (got {shown!r:.40})"
-            if isinstance(shown, int | float | str) and err["type"] != "missing" and not err["type"].startswith("ts_")
+            if isinstance(shown, int | float | str)
+            and err["type"] != "missing"
+            and not err["type"].startswith("ts_")
             else ""
         )
         parts.append(f"{name}: {err['msg']}{got}")

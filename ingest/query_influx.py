@@ -59,7 +59,9 @@ class InfluxQL:
         fields = {"db": self.database, "q": q, "epoch": epoch}
         extra: dict[str, Any] = {} if method == "GET" else {"encode_multipart": False}
         with map_transport_errors():
-            resp = self.pool.request(method, f"{self.url}/query", fields=fields, headers=self.headers, **extra)
+            resp = self.pool.request(
+                method, f"{self.url}/query", fields=fields, headers=self.headers, **extra
+            )
         classify_response(resp.status, resp.data, resp.headers)
         answer: dict[str, Any] = json.loads(resp.data)
         for result in answer.get("results", []):

@@ -13,9 +13,8 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -24,6 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ingest.config import BufferSettings, InfluxSettings, MqttSettings, Settings
 from ingest.pipeline import Ingester, build_ingester
 from ingest.query_influx import InfluxQL
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 MQTT_HOST = os.environ.get("OXYFLEET_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("OXYFLEET_SERVICES_MQTT_PORT", "1883"))
@@ -80,7 +82,7 @@ def prefix(unique: str) -> str:
 
 def make_settings(prefix: str, database: str, client_id: str, **buffer: Any) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         mqtt=MqttSettings(host=MQTT_HOST, port=MQTT_PORT, client_id=client_id, topic_prefix=prefix),
         influx=InfluxSettings(url=INFLUX_URL, database=database),
         buffer=BufferSettings(**{"batch_age_s": 0.2, "retry_initial_s": 0.05, **buffer}),

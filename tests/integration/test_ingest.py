@@ -118,7 +118,7 @@ def test_broker_redelivery_after_unacked_crash_is_not_double_counted(
     """The first ingester writes but never acks (a crash after the write); the broker redelivers to the next."""
     client_id = f"itest-redeliver-{unique}"
     first = start_ingester(client_id)
-    first.ingester.source.ack = lambda messages: 0  # type: ignore[method-assign]
+    first.ingester.source.ack = lambda messages: 0
     base = now_ms() - 10_000
     for i in range(50):
         publisher.reading("OC-RE", {"ts": base + i, "seq": i, "purity_pct": 93.0})
