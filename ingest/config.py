@@ -86,8 +86,8 @@ class MqttSettings(_Section):
         pattern=r"^[A-Za-z0-9_-]+$",
         description="Shared-subscription group: several ingesters with the same group split the load.",
     )
-    qos: Literal[0, 1] = Field(
-        1, description="Subscription QoS. 1 is the only setting that guarantees no loss."
+    qos: int = Field(
+        1, ge=0, le=1, description="Subscription QoS. 1 is the only setting that guarantees no loss."
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive, seconds.")
     session_expiry_s: int = Field(

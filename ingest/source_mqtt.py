@@ -176,6 +176,7 @@ class MqttSource:
         if failed:
             log.error("ingest.subscribe_refused", topic=self.settings.subscription(), reason=failed)
         else:
+            log.info("ingest.subscribed", topic=self.settings.subscription(), qos=self.settings.qos)
             self.subscribed.set()
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:

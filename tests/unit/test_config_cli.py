@@ -140,3 +140,13 @@ def test_help_everywhere() -> None:
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0, command
         assert "Usage:" in result.output
+
+
+def test_every_variable_round_trips_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What check-config prints can be fed back as environment variables (caught OXYFLEET_MQTT__QOS=1)."""
+    defaults = Settings(_env_file=None)
+    for line in redacted_lines(defaults):
+        key, _, value = line.partition("=")
+        if value:
+            monkeypatch.setenv(key, value)
+    assert load_settings(_env_file=None) == defaults

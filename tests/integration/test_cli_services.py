@@ -1,0 +1,97 @@
+"""The ``oxyfleet`` command as a user runs it: a real subprocess against the real services."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.config import redacted_lines
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def env_for(settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
+    for line in redacted_lines(settings):
+        key, _, value = line.partition("=")
+        if value:
+            env[key] = value
+    env["OXYFLEET_LOG_FORMAT"] = "json"
+    return env
+
+
+def oxyfleet(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_check_reports_ok_and_names_what_is_broken(settings_for, unique) -> None:
+    env = env_for(settings_for(f"check-{unique}"))
+    ok = oxyfleet("check", env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count(": ok") == 2
+    broken = oxyfleet(
+        "check", env={**env, "OXYFLEET_MQTT__PORT": "1", "OXYFLEET_INFLUX__URL": "http://127.0.0.1:9"}
+    )
+    assert broken.returncode == 1
+    assert "cannot reach broker at 127.0.0.1:1" in broken.stdout
+    assert "network error talking to InfluxDB" in broken.stdout
+
+
+def test_run_ingests_and_stops_cleanly_on_sigterm(settings_for, unique, publisher, influx, wait_for) -> None:
+    env = env_for(settings_for(f"run-{unique}"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        # Publish only once the subscription exists; before that there is no session to hold messages.
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("ingest.subscribed" in line for line in seen):
+            seen.append(proc.stderr.readline())
+        assert any("ingest.subscribed" in line for line in seen), seen
+        base = time.time_ns() // 1_000_000 - 5000
+        for i in range(20):
+            publisher.reading("OC-CLI", {"ts": base + i, "purity_pct": 93.0})
+        wait_for(
+            lambda: (
+                influx.rows("SELECT count(purity_pct) FROM telemetry")
+                and influx.rows("SELECT count(purity_pct) FROM telemetry")[0]["count"] == 20
+            )
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    events = [json.loads(line)["event"] for line in [*seen, *err.splitlines()] if line.startswith("{")]
+    assert "ingest.mqtt_connected" in events
+    assert "ingest.batch_written" in events
+
+
+def test_run_with_bad_config_exits_2_without_connecting(unique) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
+    result = oxyfleet("run", env={**env, "OXYFLEET_INFLUX__API": "v3"})
+    assert result.returncode == 2
+    assert "OXYFLEET_INFLUX__API" in result.stderr
