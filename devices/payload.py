@@ -43,6 +43,7 @@ __all__ = [
     "DocsReading",
     "Reading",
     "TimeWindow",
+    "fields_markdown",
     "json_schema",
 ]
 
@@ -218,6 +219,51 @@ PAYLOAD_MODELS: Final[dict[str, type[ConcentratorReading | DocsReading]]] = {
     "concentrator": ConcentratorReading,
     "docs": DocsReading,
 }
+
+
+def _describe(prop: dict[str, Any]) -> tuple[str, str]:
+    """(type, accepted values) of one JSON Schema property, in words a firmware maker reads."""
+    options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+    kinds, limits = [], []
+    for o in options:
+        if "enum" in o:
+            kinds.append("string")
+            limits.append("one of " + ", ".join(f"`{v}`" for v in o["enum"]))
+        elif o.get("type") == "array":
+            item = o.get("items", {})
+            kinds.append("array of strings")
+            limits.append(f"at most {o.get('maxItems')} codes matching `{item.get('pattern')}`")
+        else:
+            kinds.append(o.get("type", "?"))
+            if "pattern" in o:
+                limits.append(f"matches `{o['pattern']}`")
+            if "minimum" in o and "maximum" in o and o["maximum"] < 2**62:
+                limits.append(f"{o['minimum']:g} to {o['maximum']:g}")
+            elif "minimum" in o:
+                limits.append(f">= {o['minimum']:g}")
+    return " or ".join(kinds), "; ".join(limits)
+
+
+def fields_markdown() -> str:
+    """The payload fields as a Markdown table per kind, for docs/payload-contract.md (generated, not typed)."""
+    out = []
+    for kind, model in PAYLOAD_MODELS.items():
+        props = model.model_json_schema()["properties"]
+        required = set(model.model_json_schema().get("required", []))
+        out += [
+            f"**{kind}** (`oxygen/{kind}/{{unit_id}}/telemetry`)",
+            "",
+            "| field | type | accepted | meaning |",
+            "|---|---|---|---|",
+        ]
+        for name, prop in props.items():
+            kind_text, accepted = _describe(prop)
+            meaning = prop.get("description", "")
+            if name in required:
+                meaning = "**Required.** " + meaning
+            out.append(f"| `{name}` | {kind_text} | {accepted} | {meaning} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def json_schema(kind: str) -> dict[str, Any]:

@@ -216,12 +216,21 @@ def _write_or_check(path: Path, text: str, check: bool, how: str) -> None:
 @cli.command()
 @click.option("--check", "check_only", is_flag=True, help="Only check that the committed files are current.")
 def schema(check_only: bool) -> None:
-    """Write the JSON Schema of each device kind's payload into docs/schema/."""
-    from devices.payload import PAYLOAD_MODELS, json_schema  # noqa: PLC0415
+    """Write the JSON Schema of each kind's payload into docs/schema/ and the field tables into the contract."""
+    from devices.payload import PAYLOAD_MODELS, fields_markdown, json_schema  # noqa: PLC0415
 
     for kind in PAYLOAD_MODELS:
         text = json.dumps(json_schema(kind), indent=2, sort_keys=True) + "\n"
         _write_or_check(SCHEMA_DIR / f"{kind}-telemetry.schema.json", text, check_only, "oxyfleet schema")
+    contract = ROOT / "docs" / "payload-contract.md"
+    current = contract.read_text(encoding="utf-8")
+    head, sep, rest = current.partition("<!-- fields:begin")
+    begin_line, _, rest = rest.partition("\n")
+    _, end_sep, tail = rest.partition("<!-- fields:end -->")
+    if not sep or not end_sep:
+        _fail(f"{contract} lost its <!-- fields:begin/end --> markers", EXIT_FAILED)
+    text = f"{head}<!-- fields:begin{begin_line}\n{fields_markdown()}\n<!-- fields:end -->{tail}"
+    _write_or_check(contract, text, check_only, "oxyfleet schema")
 
 
 @cli.command("env-example")
