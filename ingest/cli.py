@@ -84,6 +84,10 @@ def run(duration: float | None) -> None:
         _fail(str(exc), EXIT_FATAL)
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
+    except SinkError as exc:
+        _fail(
+            f"{exc} (is InfluxDB running at {settings.influx.url}? `oxyfleet check` tells more)", EXIT_FAILED
+        )
 
 
 @cli.command("check-config")
@@ -268,6 +272,10 @@ def demo(units: int, interval: float, duration: float | None, refresh: float, se
         _fail(str(exc), EXIT_FATAL)
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
+    except SinkError as exc:
+        _fail(
+            f"{exc} (is InfluxDB running at {settings.influx.url}? `oxyfleet check` tells more)", EXIT_FAILED
+        )
     sys.exit(0 if ok else EXIT_FAILED)
 
 

@@ -68,8 +68,9 @@ def run_demo(
     """Run until ``stop`` or ``duration_s``; True when what was published equals what was stored or rejected."""
     from ingest.logs import configure_logging  # noqa: PLC0415
 
-    # The table is the demo's output; the ingester's own log lines would drown it on a terminal.
-    configure_logging("warning", settings.log_format)
+    # The table is the demo's output (rejections included); the ingester's own warnings about the
+    # deliberately malformed messages would only interleave with it. Errors still show.
+    configure_logging("error", settings.log_format)
     mqtt = settings.mqtt.model_copy(update={"client_id": f"{settings.mqtt.client_id}-demo"})
     settings = settings.model_copy(update={"mqtt": mqtt})
     ingester = build_ingester(settings, serve=False)

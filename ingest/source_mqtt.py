@@ -43,6 +43,7 @@ log = structlog.get_logger("ingest.source")
 
 # CONNACK reason codes (MQTT 5 numbering; paho maps 3.1.1 return codes onto them) that retrying cannot fix.
 _FATAL_CONNACK: Final = {
+    132: "the broker does not speak MQTT 5; set OXYFLEET_MQTT__PROTOCOL=3.1.1",
     133: "client identifier not valid",
     134: "bad user name or password",
     135: "not authorized",
@@ -123,9 +124,11 @@ class MqttSource:
         try:
             if reason.is_failure:
                 if reason.value in _FATAL_CONNACK:
+                    hint = _FATAL_CONNACK[reason.value]
+                    if reason.value != 132:
+                        hint += " - check OXYFLEET_MQTT__USERNAME/PASSWORD, the broker's ACL and CLIENT_ID"
                     self.fatal = SourceAuthError(
-                        f"broker {self.settings.host}:{self.settings.port} refused the connection: {reason} - "
-                        "check OXYFLEET_MQTT__USERNAME/PASSWORD, the broker's ACL and CLIENT_ID",
+                        f"broker {self.settings.host}:{self.settings.port} refused the connection: {reason} ({hint})"
                     )
                     log.error("ingest.mqtt_refused", reason=str(reason))
                     client.disconnect()

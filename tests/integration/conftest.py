@@ -80,10 +80,12 @@ def prefix(unique: str) -> str:
     return f"t{unique}/oxygen"
 
 
-def make_settings(prefix: str, database: str, client_id: str, **buffer: Any) -> Settings:
+def make_settings(prefix: str, database: str, client_id: str, protocol: str = "5", **buffer: Any) -> Settings:
     return Settings(
         _env_file=None,
-        mqtt=MqttSettings(host=MQTT_HOST, port=MQTT_PORT, client_id=client_id, topic_prefix=prefix),
+        mqtt=MqttSettings(
+            host=MQTT_HOST, port=MQTT_PORT, client_id=client_id, topic_prefix=prefix, protocol=protocol
+        ),
         influx=InfluxSettings(url=INFLUX_URL, database=database),
         buffer=BufferSettings(**{"batch_age_s": 0.2, "retry_initial_s": 0.05, **buffer}),
         instance="itest",
@@ -111,8 +113,8 @@ def start_ingester(influx: InfluxQL, prefix: str, unique: str) -> Iterator[Calla
     """Start an in-process ingester subscribed to this test's prefix, writing to this test's database."""
     running: list[RunningIngester] = []
 
-    def start(client_id: str | None = None, **buffer: Any) -> RunningIngester:
-        settings = make_settings(prefix, influx.database, client_id or f"itest-{unique}", **buffer)
+    def start(client_id: str | None = None, protocol: str = "5", **buffer: Any) -> RunningIngester:
+        settings = make_settings(prefix, influx.database, client_id or f"itest-{unique}", protocol, **buffer)
         ingester = build_ingester(settings, serve=False)
         stop = threading.Event()
         handle = RunningIngester(ingester, stop, threading.Thread(target=lambda: None))

@@ -95,3 +95,12 @@ def test_run_with_bad_config_exits_2_without_connecting(unique) -> None:
     result = oxyfleet("run", env={**env, "OXYFLEET_INFLUX__API": "v3"})
     assert result.returncode == 2
     assert "OXYFLEET_INFLUX__API" in result.stderr
+
+
+def test_run_without_influxdb_exits_1_and_says_so(services) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
+    result = oxyfleet(
+        "run", env={**env, "OXYFLEET_INFLUX__URL": "http://127.0.0.1:9", "OXYFLEET_METRICS_PORT": "0"}
+    )
+    assert result.returncode == 1
+    assert "is InfluxDB running at http://127.0.0.1:9" in result.stderr

@@ -112,19 +112,23 @@ def test_duplicate_delivery_is_not_double_counted(start_ingester, publisher, inf
     assert count(influx, "telemetry", "purity_pct") == 2
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_broker_redelivery_after_unacked_crash_is_not_double_counted(
-    start_ingester, publisher, influx, wait_for, unique
+    start_ingester, publisher, influx, wait_for, unique, protocol
 ) -> None:
-    """The first ingester writes but never acks (a crash after the write); the broker redelivers to the next."""
+    """The first ingester writes but never acks (a crash after the write); the broker redelivers to the next.
+
+    Run for MQTT 5 (clean start off + session expiry) and 3.1.1 (clean session off): both keep the session.
+    """
     client_id = f"itest-redeliver-{unique}"
-    first = start_ingester(client_id)
+    first = start_ingester(client_id, protocol)
     first.ingester.source.ack = lambda messages: 0
     base = now_ms() - 10_000
     for i in range(50):
         publisher.reading("OC-RE", {"ts": base + i, "seq": i, "purity_pct": 93.0})
     wait_for(lambda: count(influx, "telemetry", "purity_pct") == 50)
     first.shutdown()
-    second = start_ingester(client_id)
+    second = start_ingester(client_id, protocol)
     wait_for(lambda: second.ingester.pipeline.stats.messages_acked >= 50)
     assert second.ingester.pipeline.stats.messages_received >= 50  # the broker really redelivered them
     assert count(influx, "telemetry", "purity_pct") == 50
