@@ -198,7 +198,7 @@ class Pipeline:
         self.stats.batches_written += 1
         self._oldest_pending_ns = 0
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self.stats.last_write_ms = elapsed_ms
+        self.stats.last_batch_ms = elapsed_ms
         log.info(
             "ingest.batch_written",
             messages=len(batch),

@@ -137,7 +137,7 @@ class MqttSource:
                 return
             with self._ack_lock:
                 self._generation += 1
-            if self.connected.is_set() or self._generation > 1:
+            if self._generation > 1:
                 self.reconnects += 1
             self.connected.set()
             log.info(

@@ -34,7 +34,7 @@ class Stats:
     write_requests: int = 0
     write_retries: int = 0
     batches_written: int = 0
-    last_write_ms: float = 0.0
+    last_batch_ms: float = 0.0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     # Filled in by the pipeline when a snapshot is taken.
     gauges: dict[str, float] = field(default_factory=dict)
@@ -50,7 +50,7 @@ class Stats:
             "write_requests": self.write_requests,
             "write_retries": self.write_retries,
             "batches_written": self.batches_written,
-            "last_write_ms": float(self.last_write_ms),
+            "last_batch_ms": float(self.last_batch_ms),
         }
         for reason, n in self.rejected_by_reason.items():
             values[f"rejected_{reason}"] = n
