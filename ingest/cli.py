@@ -245,28 +245,22 @@ def env_example_cmd(check_only: bool) -> None:
 
 
 @cli.command()
-@click.option("--units", default=20, show_default=True, help="Simulated units.")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between readings of each unit.")
+@click.option("--units", default=20, show_default=True, help="Simulated units (taken from the inventory).")
 @click.option(
     "--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C)."
 )
 @click.option("--refresh", default=5.0, show_default=True, help="Seconds between table refreshes.")
-@click.option("--seed", default=1, show_default=True, help="Seed of the simulated fleet.")
-def demo(units: int, interval: float, duration: float | None, refresh: float, seed: int) -> None:
-    """Ingester + a simulated fleet + a live table of what reached InfluxDB, per unit."""
+@click.option("--speed", default=1.0, show_default=True, help="Simulated seconds per wall-clock second.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the simulated fleet and its faults.")
+def demo(units: int, duration: float | None, refresh: float, speed: float, seed: int) -> None:
+    """Ingester + a simulated fleet with faults + a live table of what reached InfluxDB, per unit."""
     from ingest.demo import run_demo  # noqa: PLC0415
 
     settings = _settings()
     stop = _stop_on_signals()
     try:
         ok = run_demo(
-            settings,
-            stop,
-            units=units,
-            interval_s=interval,
-            duration_s=duration,
-            refresh_s=refresh,
-            seed=seed,
+            settings, stop, units=units, duration_s=duration, refresh_s=refresh, seed=seed, speed=speed
         )
     except (SinkFatalError, SourceAuthError) as exc:
         _fail(str(exc), EXIT_FATAL)
@@ -277,6 +271,248 @@ def demo(units: int, interval: float, duration: float | None, refresh: float, se
             f"{exc} (is InfluxDB running at {settings.influx.url}? `oxyfleet check` tells more)", EXIT_FAILED
         )
     sys.exit(0 if ok else EXIT_FAILED)
+
+
+def _inventory_path(file: Path | None) -> Path:
+    from devices.inventory import SAMPLE_INVENTORY  # noqa: PLC0415
+
+    if file is not None:
+        return file
+    configured = _settings().inventory_file
+    if configured is not None:
+        return configured
+    click.echo(
+        f"(no OXYFLEET_INVENTORY_FILE set: using the sample inventory {SAMPLE_INVENTORY.name})", err=True
+    )
+    return SAMPLE_INVENTORY
+
+
+@cli.group()
+def devices() -> None:
+    """The fleet inventory: list units, check an inventory file."""
+
+
+@devices.command("list")
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Inventory CSV (default: OXYFLEET_INVENTORY_FILE, else the sample).",
+)
+@click.option("--hospital", default=None, help="Only this hospital (case-insensitive).")
+@click.option("--province", default=None, help="Only this province.")
+@click.option("--kind", type=click.Choice(["concentrator", "docs"]), default=None, help="Only this kind.")
+@click.option("--model", default=None, help="Only this model.")
+@click.option("--source", default=None, help="Only units from this source/donor.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table", show_default=True)
+def devices_list(
+    file: Path | None,
+    hospital: str | None,
+    province: str | None,
+    kind: str | None,
+    model: str | None,
+    source: str | None,
+    fmt: str,
+) -> None:
+    """List registered units, filtered."""
+    from devices.inventory import InventoryError, load_inventory, write_inventory  # noqa: PLC0415
+
+    path = _inventory_path(file)
+    try:
+        inventory = load_inventory(path)
+    except InventoryError as exc:
+        _fail(f"inventory has problems:\n{exc}", EXIT_FAILED)
+    units = list(
+        inventory.select(hospital=hospital, province=province, kind=kind, model=model, source=source)
+    )
+    if fmt == "csv":
+        click.echo(write_inventory(units), nl=False)
+        return
+    click.echo(
+        f"{'unit':<16} {'kind':<12} {'model':<13} {'hospital':<26} {'province':<20} {'source':<21} commissioned"
+    )
+    for u in units:
+        click.echo(
+            f"{u.unit_id:<16} {u.kind:<12} {u.model:<13} {u.hospital[:26]:<26} {u.province[:20]:<20} "
+            f"{u.source[:21]:<21} {u.commissioned.isoformat()}"
+        )
+    click.echo(f"{len(units)} of {len(inventory)} units")
+
+
+@devices.command("check")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+def devices_check(file: Path) -> None:
+    """Validate an inventory CSV; every problem is listed with its line number (exit 1 if any)."""
+    from devices.inventory import InventoryError, load_inventory  # noqa: PLC0415
+
+    try:
+        inventory = load_inventory(file)
+    except InventoryError as exc:
+        for problem in exc.problems:
+            click.echo(problem)
+        click.echo(f"{len(exc.problems)} problem(s)")
+        sys.exit(EXIT_FAILED)
+    kinds = ", ".join(
+        f"{k}: {sum(1 for u in inventory.units.values() if u.kind == k)}" for k in ("concentrator", "docs")
+    )
+    click.echo(f"{file}: ok, {len(inventory)} units ({kinds})")
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r} is not a duration like 60s, 5m, 2h") from None
+
+
+@cli.command()
+@click.option("--units", default=200, show_default=True, help="How many units publish.")
+@click.option(
+    "--inventory",
+    "inventory_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Units come from this inventory (default: OXYFLEET_INVENTORY_FILE, else the sample).",
+)
+@click.option(
+    "--generated", is_flag=True, help="Invent units that are in no inventory (stored as unregistered)."
+)
+@click.option(
+    "--seed", default=1, show_default=True, help="Seed: the same seed gives the same fleet and faults."
+)
+@click.option("--duration", default="60s", show_default=True, help="Wall-clock run time, e.g. 60s, 10m.")
+@click.option("--speed", default=1.0, show_default=True, help="Simulated seconds per wall-clock second.")
+@click.option(
+    "--fault-share", default=0.15, show_default=True, help="Share of units that get a fault episode."
+)
+@click.option(
+    "--faults",
+    default="all",
+    show_default=True,
+    help="Comma-separated fault kinds, 'all' or 'none': sieve_wear, flow_restriction, power_failure, "
+    "switched_off, overheating, device_alarm, network_loss, silent, clock_skew, sensor_glitch.",
+)
+@click.option("--malformed-share", default=0.01, show_default=True, help="Share of messages sent malformed.")
+@click.option(
+    "--ground-truth",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("oxyfleet-ground-truth.jsonl"),
+    show_default=True,
+    help="Where the ground truth goes.",
+)
+@click.option("--qos", type=click.IntRange(0, 1), default=1, show_default=True)
+@click.option("--load", is_flag=True, help="Load mode: publish --messages as fast as possible (benchmarks).")
+@click.option("--messages", default=100_000, show_default=True, help="Load mode: how many readings.")
+@click.option(
+    "--rate", default=0.0, show_default=True, help="Load mode: target msg/s (0: as fast as possible)."
+)
+@click.option("--processes", default=1, show_default=True, help="Load mode: publishing processes.")
+def simulate(
+    units: int,
+    inventory_file: Path | None,
+    generated: bool,
+    seed: int,
+    duration: str,
+    speed: float,
+    fault_share: float,
+    faults: str,
+    malformed_share: float,
+    ground_truth: Path,
+    qos: int,
+    load: bool,
+    messages: int,
+    rate: float,
+    processes: int,
+) -> None:
+    """Publish a simulated fleet to the broker in OXYFLEET_MQTT__* (host, port, TLS, credentials, prefix)."""
+    import random  # noqa: PLC0415
+
+    from devices.faults import FaultKind  # noqa: PLC0415
+
+    settings = _settings()
+    mq = settings.mqtt
+    if load:
+        from devices.loadgen import run_load  # noqa: PLC0415
+
+        result = run_load(
+            host=mq.host,
+            port=mq.port,
+            prefix=mq.topic_prefix,
+            messages=messages,
+            units=units,
+            qos=qos,
+            rate=rate,
+            processes=processes,
+            username=mq.username,
+            password=mq.password_value(),
+            tls=mq.tls,
+            ca_file=str(mq.ca_file) if mq.ca_file else None,
+        )
+        click.echo(
+            f"published {result.messages} readings from {units} units at QoS {qos} in {result.seconds:.2f} s: "
+            f"{result.rate:,.0f} msg/s ({processes} process(es))"
+        )
+        return
+    try:
+        kinds = (
+            []
+            if faults == "none"
+            else list(FaultKind)
+            if faults == "all"
+            else [FaultKind(k.strip()) for k in faults.split(",") if k.strip()]
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from None
+    from devices.catalog import load_catalog  # noqa: PLC0415
+    from devices.inventory import InventoryError, load_inventory  # noqa: PLC0415
+    from devices.simulator import FleetPublisher, Simulator, generate_units, units_from_inventory  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    if generated:
+        fleet = generate_units(units, load_catalog(), rng)
+    else:
+        try:
+            fleet = units_from_inventory(load_inventory(_inventory_path(inventory_file)), units, rng)
+        except InventoryError as exc:
+            _fail(f"inventory has problems:\n{exc}", EXIT_FAILED)
+    publisher = FleetPublisher(
+        mq.host,
+        mq.port,
+        qos=qos,
+        username=mq.username,
+        password=mq.password_value(),
+        tls=mq.tls,
+        ca_file=str(mq.ca_file) if mq.ca_file else None,
+        client_id=f"oxyfleet-sim-{seed}-{time.time_ns() % 10**6}",
+    )
+    stop = _stop_on_signals()
+    with ground_truth.open("w", encoding="utf-8") as truth:
+        try:
+            sim = Simulator(
+                fleet,
+                publisher,
+                seed=seed,
+                duration_s=_duration(duration),
+                speed=speed,
+                fault_share=fault_share,
+                fault_kinds=kinds,
+                malformed_share=malformed_share,
+                prefix=mq.topic_prefix,
+                truth=truth,
+            )
+        except ValueError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        summary = sim.run(stop)
+    publisher.close()
+    click.echo(
+        f"published {summary.messages} messages ({summary.readings_published} readings, "
+        f"{summary.batches} late batches, {summary.status_messages} status) for {len(fleet)} units; "
+        f"{len(sim.faults)} fault episodes; ground truth in {ground_truth}"
+    )
 
 
 def main() -> None:

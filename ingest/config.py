@@ -219,6 +219,13 @@ class Settings(BaseSettings):
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     buffer: BufferSettings = Field(default_factory=BufferSettings)
     payload: PayloadSettings = Field(default_factory=PayloadSettings)
+    inventory_file: Path | None = Field(
+        None,
+        description="Fleet inventory CSV (units -> model, hospital, province tags); reloaded on change.",
+    )
+    inventory_check_s: float = Field(
+        2.0, gt=0, description="How often the inventory file is checked for changes."
+    )
     instance: str = Field(
         default_factory=socket.gethostname,
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
@@ -238,6 +245,11 @@ class Settings(BaseSettings):
     stats_interval_s: float = Field(
         10.0, gt=0, description="How often counters are written to oxyfleet_ingest."
     )
+
+    @model_validator(mode="after")
+    def _inventory_exists(self) -> Settings:
+        _check_file(self.inventory_file, "inventory_file")
+        return self
 
 
 def _env_name(path: tuple[str, ...]) -> str:

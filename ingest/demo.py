@@ -1,11 +1,13 @@
-"""``oxyfleet demo``: the ingester, a simulated fleet, and a live per-unit table read back from InfluxDB.
+"""``oxyfleet demo``: the ingester, a simulated fleet with faults, and a live per-unit table from InfluxDB.
 
 The table is the proof that the whole path works: every number in it was published over MQTT, validated,
-written to InfluxDB and queried back with InfluxQL, the same way dashboards will read it.
+enriched from the inventory, written to InfluxDB and queried back with InfluxQL, the way dashboards read
+it. The flags in the last column are a first look at what the health engine will classify properly.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
 import time
@@ -13,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from devices.simulator import FleetPublisher, generate_units
+from devices.faults import FaultKind
+from devices.inventory import SAMPLE_INVENTORY, load_inventory
+from devices.simulator import FleetPublisher, Simulator, units_from_inventory
 from ingest.pipeline import build_ingester
 from ingest.query_influx import InfluxQL
 
@@ -22,32 +26,52 @@ if TYPE_CHECKING:
 
 __all__ = ["run_demo"]
 
+# Clock skew would move readings before the demo's start and out of its count; everything else shows.
+DEMO_FAULTS = tuple(k for k in FaultKind if k is not FaultKind.CLOCK_SKEW)
+WINDOW_S = 300.0
 
-def _table(reader: InfluxQL, since_ns: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    where = f"time >= {int(since_ns)}"  # an int: nothing to inject
+
+def _table(reader: InfluxQL, since_ns: int, sim_since_ms: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    # Telemetry carries device (simulated) time; rejections carry receive time. Ints: nothing to inject.
+    where = f"time >= {int(sim_since_ms)}ms"
     units = reader.rows(
-        "SELECT count(purity_pct) AS points, last(purity_pct) AS purity, last(flow_lpm) AS flow "  # noqa: S608
-        f"FROM telemetry WHERE {where} GROUP BY unit_id, kind"
+        "SELECT count(seq) AS points, last(purity_pct) AS purity, last(flow_lpm) AS flow, "  # noqa: S608
+        "last(setpoint_lpm) AS setpoint, last(running) AS running, last(alarms) AS alarms "
+        f"FROM telemetry WHERE {where} GROUP BY unit_id, hospital"
     )
     rejected = {
         row["reason"]: int(row["n"])
         for row in reader.rows(
-            f"SELECT count(payload_bytes) AS n FROM rejected WHERE {where} GROUP BY reason"  # noqa: S608
+            f"SELECT count(payload_bytes) AS n FROM rejected WHERE time >= {int(since_ns)} GROUP BY reason"  # noqa: S608
         )
     }
     return sorted(units, key=lambda r: r["unit_id"]), rejected
 
 
+def _flag(row: dict[str, Any]) -> str:
+    purity, flow, setpoint = row.get("purity"), row.get("flow"), row.get("setpoint")
+    if row.get("running") is False:
+        return "not running"
+    if purity is not None and purity < 82:
+        return "PURITY CRITICAL (<82 %)"
+    if purity is not None and purity < 90:
+        return "purity low (<90 %)"
+    if flow is not None and setpoint and flow < 0.8 * setpoint:
+        return "low flow"
+    return f"alarm {row['alarms']}" if row.get("alarms") else ""
+
+
 def _render(units: list[dict[str, Any]], rejected: dict[str, int], published: int, elapsed: float) -> str:
     lines = [
         f"oxyfleet demo - {elapsed:5.0f} s - published {published} messages; stored in InfluxDB:",
-        f"{'unit':<20} {'kind':<13} {'points':>6} {'purity %':>9} {'flow L/min':>10}",
+        f"{'unit':<16} {'hospital':<24} {'points':>6} {'purity %':>8} {'flow L/min':>10}  flag",
     ]
     for row in units:
-        flag = "  <- below 82 %: worn sieve beds?" if (row.get("purity") or 100) < 82 else ""
+        purity = f"{row['purity']:.1f}" if row.get("purity") is not None else "-"
+        flow = f"{row['flow']:.1f}" if row.get("flow") is not None else "-"
         lines.append(
-            f"{row['unit_id']:<20} {row['kind']:<13} {row['points']:>6} {row.get('purity') or 0:>9.1f} "
-            f"{row.get('flow') or 0:>10.1f}{flag}"
+            f"{row['unit_id']:<16} {row['hospital'][:24]:<24} {row['points']:>6} {purity:>8} {flow:>10}  "
+            f"{_flag(row)}"
         )
     total = sum(int(r["points"]) for r in units)
     shown = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items())) or "none"
@@ -55,24 +79,33 @@ def _render(units: list[dict[str, Any]], rejected: dict[str, int], published: in
     return "\n".join(lines)
 
 
-def run_demo(
+def run_demo(  # noqa: PLR0915 - the demo wires everything together, once
     settings: Settings,
     stop: threading.Event,
     *,
     units: int,
-    interval_s: float,
     duration_s: float | None,
     refresh_s: float,
     seed: int,
+    speed: float = 1.0,
 ) -> bool:
-    """Run until ``stop`` or ``duration_s``; True when what was published equals what was stored or rejected."""
+    """Run until ``stop`` or ``duration_s``; True when everything published was stored or rejected."""
     from ingest.logs import configure_logging  # noqa: PLC0415
 
-    # The table is the demo's output (rejections included); the ingester's own warnings about the
+    # The table is the demo's output (rejections included); the ingester's warnings about the
     # deliberately malformed messages would only interleave with it. Errors still show.
     configure_logging("error", settings.log_format)
     mqtt = settings.mqtt.model_copy(update={"client_id": f"{settings.mqtt.client_id}-demo"})
-    settings = settings.model_copy(update={"mqtt": mqtt})
+    inventory_path = settings.inventory_file or SAMPLE_INVENTORY
+    influx = settings.influx
+    if influx.api == "v1":
+        # A database of its own, emptied at each start, so the closing count proves this run alone.
+        influx = influx.model_copy(update={"database": f"{influx.database}_demo"})
+        fresh = InfluxQL.from_settings(influx)
+        fresh.execute(f'DROP DATABASE "{influx.database}"')
+        fresh.close()
+    settings = settings.model_copy(update={"mqtt": mqtt, "inventory_file": inventory_path, "influx": influx})
+    click.echo(f"oxyfleet demo: writing to InfluxDB {influx.url}, database {influx.database}")
     ingester = build_ingester(settings, serve=False)
     ingest_stop = threading.Event()
     ingest_thread = threading.Thread(target=ingester.run, args=(ingest_stop,), name="ingest", daemon=True)
@@ -84,53 +117,74 @@ def run_demo(
         ingest_stop.set()
         return False
     since_ns = time.time_ns()
-    fleet = generate_units(units, seed=seed)
+    rng = random.Random(seed)
+    fleet = units_from_inventory(load_inventory(inventory_path), units, rng)
     publisher = FleetPublisher(
-        settings.mqtt.host,
-        settings.mqtt.port,
-        prefix=settings.mqtt.topic_prefix,
-        username=settings.mqtt.username,
-        password=settings.mqtt.password_value(),
+        mqtt.host,
+        mqtt.port,
+        username=mqtt.username,
+        password=mqtt.password_value(),
+        tls=mqtt.tls,
+        ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
     )
-    pub_stop = threading.Event()
-    pub_thread = threading.Thread(
-        target=publisher.run,
-        args=(fleet, interval_s, pub_stop),
-        kwargs={"seed": seed},
-        name="publisher",
-        daemon=True,
-    )
-    pub_thread.start()
-    reader = InfluxQL.from_settings(settings.influx)
+    sims: list[Simulator] = []
+    sim_stop = threading.Event()
     started = time.monotonic()
     end = None if duration_s is None else started + duration_s
+
+    def simulate() -> None:
+        window = 0
+        while not sim_stop.is_set():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0.5:
+                return
+            for unit in fleet:
+                unit.faults.clear()
+            sim = Simulator(
+                fleet,
+                publisher,
+                seed=seed + window,
+                duration_s=min(WINDOW_S, left or WINDOW_S),
+                speed=speed,
+                fault_share=0.3,
+                fault_kinds=DEMO_FAULTS,
+                malformed_share=0.02,
+                prefix=mqtt.topic_prefix,
+            )
+            sims.append(sim)
+            sim.run(sim_stop)
+            window += 1
+
+    sim_thread = threading.Thread(target=simulate, name="simulator", daemon=True)
+    sim_thread.start()
+    reader = InfluxQL.from_settings(settings.influx)
     clear = "\033[H\033[J" if sys.stdout.isatty() else ""
     try:
         while not stop.wait(min(refresh_s, max(0.0, (end or 1e18) - time.monotonic()))):
-            rows, rejected = _table(reader, since_ns)
+            rows, rejected = _table(reader, since_ns, min((s.sim_start_ms for s in sims), default=0))
             click.echo(
                 clear + _render(rows, rejected, publisher.published, time.monotonic() - started) + "\n"
             )
-            if end is not None and time.monotonic() >= end:
-                break
-            if not ingest_thread.is_alive():
+            if (end is not None and time.monotonic() >= end) or not ingest_thread.is_alive():
                 break
     finally:
-        pub_stop.set()
-        pub_thread.join(10)
+        sim_stop.set()
+        sim_thread.join(10)
         publisher.close()
-        # Let the last batch land before the final count.
-        time.sleep(settings.buffer.batch_age_s + 1.0)
+        time.sleep(settings.buffer.batch_age_s + 1.0)  # let the last batch land before the final count
         ingest_stop.set()
         ingest_thread.join(30)
-    rows, rejected = _table(reader, since_ns)
-    stored = sum(int(r["points"]) for r in rows) + sum(rejected.values())
+    rows, rejected = _table(reader, since_ns, min((s.sim_start_ms for s in sims), default=0))
     click.echo(_render(rows, rejected, publisher.published, time.monotonic() - started))
-    status = publisher.published - len(fleet)  # the retained 'online' status messages are not in the table
+    readings = sum(s.summary.readings_published for s in sims)
+    expected_rejected = sum(sum(s.summary.rejections_expected.values()) for s in sims)
+    stored = sum(int(r["points"]) for r in rows)
+    ok = stored == readings and sum(rejected.values()) == expected_rejected
     verdict = (
-        "every published message is accounted for"
-        if stored == status
-        else f"MISMATCH: {status} telemetry messages published, {stored} stored or rejected"
+        "every published reading is stored and every malformed message rejected with its reason"
+        if ok
+        else f"MISMATCH: {readings} readings published, {stored} stored; "
+        f"{expected_rejected} rejections expected, {sum(rejected.values())} stored"
     )
     click.echo(f"oxyfleet demo: {verdict}.")
-    return stored == status
+    return ok

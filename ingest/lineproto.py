@@ -80,8 +80,14 @@ class UnitTags:
 class TagLookup(Protocol):
     """Where the inventory plugs in: unit id -> tags. Must be cheap; it is called once per point."""
 
+    unregistered: int  # points tagged as unregistered so far
+
     def __call__(self, unit_id: str) -> UnitTags:
         """Tags for ``unit_id``; :class:`UnitTags` defaults for units not in the inventory."""
+        ...
+
+    def refresh(self) -> None:
+        """Pick up changes of the underlying inventory; called between batches."""
         ...
 
 
@@ -91,10 +97,18 @@ class StaticTags:
     def __init__(self, units: Mapping[str, UnitTags] | None = None) -> None:
         self._units = dict(units or {})
         self._default = UnitTags()
+        self.unregistered = 0
 
     def __call__(self, unit_id: str) -> UnitTags:
         """Tags for ``unit_id``."""
-        return self._units.get(unit_id, self._default)
+        tags = self._units.get(unit_id)
+        if tags is None:
+            self.unregistered += 1
+            return self._default
+        return tags
+
+    def refresh(self) -> None:
+        """Nothing to reload."""
 
 
 def _field_value(value: object) -> str:

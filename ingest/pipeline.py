@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from ingest.decode import Decoded, Decoder, Inbound, Reason, Rejection
-from ingest.errors import SinkError, SinkFatalError, SinkRetryableError, SourceAuthError
+from ingest.errors import ConfigError, SinkError, SinkFatalError, SinkRetryableError, SourceAuthError
 from ingest.lineproto import LineBuilder, TagLookup
 from ingest.sink_influx import InfluxSink, Transport, V1Transport, V2Transport, WriteReport
 from ingest.source_mqtt import MqttSource
@@ -152,6 +152,7 @@ class Pipeline:
     def handle(self, batch: list[Inbound], stop: threading.Event) -> None:
         """Write or reject every message of ``batch``, then ack them all in arrival order."""
         started = time.perf_counter()
+        self.builder.tags.refresh()
         self.stats.messages_received += len(batch)
         lines: list[str] = []
         origins: list[_Origin] = []
@@ -264,6 +265,7 @@ class Pipeline:
         """Counters plus gauges of the moment."""
         self.stats.gauges["backlog"] = self.source.pending()
         self.stats.gauges["reconnects"] = self.source.reconnects
+        self.stats.gauges["points_unregistered"] = self.builder.tags.unregistered
         oldest = self._oldest_pending_ns
         self.stats.gauges["oldest_unwritten_age_s"] = (
             round((time.time_ns() - oldest) / 1e9, 3) if oldest else 0.0
@@ -349,6 +351,14 @@ class Ingester:
 
 def build_ingester(settings: Settings, tags: TagLookup | None = None, *, serve: bool = True) -> Ingester:
     """Build (but do not start) an ingester from settings; checks InfluxDB access on the way."""
+    if tags is None and settings.inventory_file is not None:
+        from devices.inventory import InventoryError  # noqa: PLC0415
+        from ingest.inventory_tags import InventoryTags  # noqa: PLC0415
+
+        try:
+            tags = InventoryTags(settings.inventory_file, settings.inventory_check_s)
+        except InventoryError as exc:
+            raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc
     transport = make_transport(settings.influx)
     prepare_database(transport, settings.influx)
     source = MqttSource(settings.mqtt, max_pending=settings.buffer.max_pending)

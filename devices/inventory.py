@@ -1,0 +1,237 @@
+"""The fleet inventory: which units exist, what they are and where they serve.
+
+A CSV file, because fleet lists arrive as spreadsheets (donor lists, hospital registers). One row per
+unit with the columns in :data:`COLUMNS`; lines starting with ``#`` are comments. Every problem in the
+file is reported at once with its line number, so a technician fixes the spreadsheet in one pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from devices.catalog import ModelSpec, load_catalog
+from devices.spec import KINDS, UNIT_ID_RE
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+__all__ = [
+    "COLUMNS",
+    "SAMPLE_INVENTORY",
+    "Inventory",
+    "InventoryError",
+    "Unit",
+    "load_inventory",
+    "parse_inventory",
+]
+
+COLUMNS: Final = (
+    "unit_id",
+    "kind",
+    "model",
+    "serial",
+    "hospital",
+    "province",
+    "source",
+    "commissioned",
+    "last_service_run_hours",
+)
+SAMPLE_INVENTORY: Final = Path(__file__).resolve().parent / "inventory.csv"
+_TEXT_LIMIT: Final = 120
+
+
+class InventoryError(ValueError):
+    """The inventory has problems; ``problems`` lists them as ``file:line: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One registered unit."""
+
+    unit_id: str
+    kind: str
+    model: str
+    serial: str
+    hospital: str
+    province: str
+    source: str
+    commissioned: date
+    last_service_run_hours: float
+    spec: ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """Units by id, with the file they came from."""
+
+    units: dict[str, Unit]
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def get(self, unit_id: str) -> Unit | None:
+        """The unit, or None when it is not registered."""
+        return self.units.get(unit_id)
+
+    def select(
+        self,
+        *,
+        hospital: str | None = None,
+        province: str | None = None,
+        kind: str | None = None,
+        model: str | None = None,
+        source: str | None = None,
+    ) -> Iterator[Unit]:
+        """Units matching every given filter (case-insensitive), in file order."""
+        wanted = {"hospital": hospital, "province": province, "kind": kind, "model": model, "source": source}
+        for unit in self.units.values():
+            if all(v is None or getattr(unit, k).casefold() == v.casefold() for k, v in wanted.items()):
+                yield unit
+
+
+def _text(row: dict[str, str], column: str, where: str, problems: list[str]) -> str:
+    value = (row.get(column) or "").strip()
+    if not value:
+        problems.append(f"{where}: {column} is empty")
+    elif len(value) > _TEXT_LIMIT:
+        problems.append(f"{where}: {column} is longer than {_TEXT_LIMIT} characters")
+    elif any(ch in value for ch in "\n\r\t"):
+        problems.append(f"{where}: {column} contains a line break or tab")
+    return value
+
+
+def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row checks reads best
+    text: str,
+    name: str = "inventory.csv",
+    catalog: dict[str, ModelSpec] | None = None,
+    today: date | None = None,
+) -> Inventory:
+    """Parse and validate inventory CSV text; raise InventoryError listing every problem."""
+    catalog = catalog if catalog is not None else load_catalog()
+    today = today or date.today()  # noqa: DTZ011 - commissioning dates are calendar dates
+    # Comment lines become empty lines, so reader.line_num stays the line number a spreadsheet shows.
+    lines = [line if not line.lstrip().startswith("#") else "" for line in text.splitlines()]
+    reader = csv.reader(io.StringIO("\n".join(lines)))
+    problems: list[str] = []
+    header: list[str] = []
+    for first in reader:
+        if first:
+            header = [h.strip() for h in first]
+            break
+    header_line = reader.line_num
+    missing = [c for c in COLUMNS if c not in header]
+    unknown = [c for c in header if c not in COLUMNS]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {', '.join(missing)}")
+        if unknown:
+            parts.append(f"unknown columns {', '.join(unknown)}")
+        raise InventoryError(
+            [f"{name}:{header_line}: header: {'; '.join(parts)} (expected: {','.join(COLUMNS)})"]
+        )
+    units: dict[str, Unit] = {}
+    first_line: dict[str, int] = {}
+    for values in reader:
+        if not values or all(not v.strip() for v in values):
+            continue
+        line = reader.line_num
+        where = f"{name}:{line}"
+        if len(values) != len(header):
+            problems.append(f"{where}: {len(values)} fields, expected {len(header)}")
+            continue
+        row = dict(zip(header, values, strict=True))
+        n = len(problems)
+        unit_id = (row.get("unit_id") or "").strip()
+        if not UNIT_ID_RE.fullmatch(unit_id):
+            problems.append(f"{where}: unit_id {unit_id!r} must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$")
+        elif unit_id in first_line:
+            problems.append(f"{where}: unit_id {unit_id} duplicates line {first_line[unit_id]}")
+        else:
+            first_line[unit_id] = line
+        kind = (row.get("kind") or "").strip()
+        if kind not in KINDS:
+            problems.append(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+        model = (row.get("model") or "").strip()
+        spec = catalog.get(model)
+        if spec is None:
+            problems.append(
+                f"{where}: model {model!r} is not in the models file ({', '.join(sorted(catalog))})"
+            )
+        elif kind in KINDS and spec.kind != kind:
+            problems.append(f"{where}: model {model} is a {spec.kind}, but kind says {kind}")
+        texts = {c: _text(row, c, where, problems) for c in ("serial", "hospital", "province", "source")}
+        raw_date = (row.get("commissioned") or "").strip()
+        try:
+            commissioned = date.fromisoformat(raw_date)
+            if commissioned > today:
+                problems.append(f"{where}: commissioned {raw_date} is in the future")
+        except ValueError:
+            problems.append(f"{where}: commissioned {raw_date!r} is not a date like 2021-08-17")
+            commissioned = today
+        raw_hours = (row.get("last_service_run_hours") or "").strip()
+        try:
+            hours = float(raw_hours)
+            if not 0 <= hours <= 1_000_000:
+                problems.append(f"{where}: last_service_run_hours {raw_hours} is outside 0 to 1000000")
+        except ValueError:
+            problems.append(f"{where}: last_service_run_hours {raw_hours!r} is not a number")
+            hours = 0.0
+        if len(problems) == n and spec is not None:
+            units[unit_id] = Unit(
+                unit_id,
+                kind,
+                model,
+                texts["serial"],
+                texts["hospital"],
+                texts["province"],
+                texts["source"],
+                commissioned,
+                hours,
+                spec,
+            )
+    if problems:
+        raise InventoryError(problems)
+    return Inventory(units)
+
+
+def load_inventory(path: Path, catalog: dict[str, ModelSpec] | None = None) -> Inventory:
+    """Read and validate an inventory file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often save a BOM
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError([f"{path}: cannot read: {exc}"]) from exc
+    inventory = parse_inventory(text, str(path), catalog)
+    return Inventory(inventory.units, path)
+
+
+def write_inventory(units: Iterable[Unit]) -> str:
+    """CSV text for ``units`` (used to generate the sample and in tests)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for u in units:
+        writer.writerow(
+            [
+                u.unit_id,
+                u.kind,
+                u.model,
+                u.serial,
+                u.hospital,
+                u.province,
+                u.source,
+                u.commissioned.isoformat(),
+                f"{u.last_service_run_hours:g}",
+            ]
+        )
+    return out.getvalue()
