@@ -67,6 +67,12 @@ def load_catalog(path: Path | None = None) -> dict[str, ModelSpec]:
     for name, fields in models.items():
         try:
             out[name] = ModelSpec(name=name, **fields)
-        except (ValidationError, TypeError) as exc:
-            raise CatalogError(f"{path}: model {name}: {exc}") from exc
+        except ValidationError as exc:
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'model'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise CatalogError(f"{path}: model {name}: {detail}") from None
+        except TypeError as exc:
+            raise CatalogError(f"{path}: model {name}: {exc}") from None
     return out

@@ -214,7 +214,9 @@ def plan_faults(
             params = {"alarm": rng.choice(_ALARMS)}
         elif kind is FaultKind.CLOCK_SKEW:
             # Within the ingester's limits (5 min ahead), so skewed readings are stored, just misplaced.
-            params = {"skew_ms": rng.choice([-1, 1]) * rng.randint(30, 120) * 1000}
+            # The extra 500 ms keeps skewed readings off the unit's whole-second reporting grid, so a
+            # skewed reading never lands on the timestamp of another reading and overwrites it.
+            params = {"skew_ms": rng.choice([-1, 1]) * (rng.randint(30, 120) * 1000 + 500)}
         elif kind is FaultKind.SENSOR_GLITCH:
             name, value = rng.choice(_GLITCHES)
             params = {"field": name, "value": value}

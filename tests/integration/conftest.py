@@ -26,6 +26,7 @@ from ingest.query_influx import InfluxQL
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 MQTT_HOST = os.environ.get("OXYFLEET_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("OXYFLEET_SERVICES_MQTT_PORT", "1883"))
@@ -80,8 +81,18 @@ def prefix(unique: str) -> str:
     return f"t{unique}/oxygen"
 
 
-def make_settings(prefix: str, database: str, client_id: str, protocol: str = "5", **buffer: Any) -> Settings:
+def make_settings(
+    prefix: str,
+    database: str,
+    client_id: str,
+    protocol: str = "5",
+    inventory_file: Path | None = None,
+    inventory_check_s: float = 2.0,
+    **buffer: Any,
+) -> Settings:
     return Settings(
+        inventory_file=inventory_file,
+        inventory_check_s=inventory_check_s,
         _env_file=None,
         mqtt=MqttSettings(
             host=MQTT_HOST, port=MQTT_PORT, client_id=client_id, topic_prefix=prefix, protocol=protocol
@@ -113,8 +124,8 @@ def start_ingester(influx: InfluxQL, prefix: str, unique: str) -> Iterator[Calla
     """Start an in-process ingester subscribed to this test's prefix, writing to this test's database."""
     running: list[RunningIngester] = []
 
-    def start(client_id: str | None = None, protocol: str = "5", **buffer: Any) -> RunningIngester:
-        settings = make_settings(prefix, influx.database, client_id or f"itest-{unique}", protocol, **buffer)
+    def start(client_id: str | None = None, protocol: str = "5", **options: Any) -> RunningIngester:
+        settings = make_settings(prefix, influx.database, client_id or f"itest-{unique}", protocol, **options)
         ingester = build_ingester(settings, serve=False)
         stop = threading.Event()
         handle = RunningIngester(ingester, stop, threading.Thread(target=lambda: None))
