@@ -2,7 +2,8 @@
 
 Method (one run):
 1. Create the ingester's persistent session (subscribe once, disconnect), so the broker queues for it.
-2. Publish M QoS 1 readings from N units while no ingester runs (the broker holds them).
+2. Publish M QoS 1 readings from N units while no ingester runs (the broker holds them), with the
+   simulator's load mode (`oxyfleet simulate --load`); its publish rate is reported too.
 3. Start `oxyfleet run` as a subprocess and time until all M points are queryable in InfluxDB.
    Ingester CPU (user+sys from /proc) and peak RSS (VmHWM) are read from the subprocess.
 4. Baseline: the same backlog drained by a bare paho-mqtt subscriber that does nothing with the messages
@@ -15,7 +16,6 @@ Needs the local services (scripts/bench starts them). Results go to stdout; noth
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from devices.loadgen import run_load
 from ingest.query_influx import InfluxQL
 
 if TYPE_CHECKING:
@@ -66,40 +67,8 @@ def session(
 
 
 def preload(prefix: str, messages: int, units: int) -> float:
-    """Publish the backlog; returns publish rate (msg/s)."""
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    pub.max_inflight_messages_set(1000)
-    pub.connect(HOST, PORT)
-    pub.loop_start()
-    base = time.time_ns() // 1_000_000 - messages  # one ms apart, all in the past
-    started = time.perf_counter()
-    pending: list[mqtt.MQTTMessageInfo] = []
-    for i in range(messages):
-        unit = f"BENCH-{i % units:05d}"
-        body = json.dumps(
-            {
-                "ts": base + i,
-                "seq": i,
-                "purity_pct": 93.1,
-                "flow_lpm": 5.0,
-                "setpoint_lpm": 5.0,
-                "outlet_kpa": 55.0,
-                "temp_c": 37.5,
-                "running": True,
-                "power": "mains",
-            }
-        )
-        pending.append(pub.publish(f"{prefix}/concentrator/{unit}/telemetry", body, qos=1))
-        if len(pending) >= 500:
-            for info in pending:
-                info.wait_for_publish(30)
-            pending.clear()
-    for info in pending:
-        info.wait_for_publish(30)
-    elapsed = time.perf_counter() - started
-    pub.disconnect()
-    pub.loop_stop()
-    return messages / elapsed
+    """Publish the backlog with the simulator's load mode; returns its publish rate (msg/s)."""
+    return run_load(host=HOST, port=PORT, prefix=prefix, messages=messages, units=units, qos=1).rate
 
 
 def proc_stats(pid: int) -> tuple[float, int]:
@@ -231,6 +200,9 @@ def main() -> None:
     )
     print(
         f"  ingester peak RSS                                     MB     {summary([r['peak_rss_mb'] for r in results])}"
+    )
+    print(
+        f"  load-mode publisher (QoS 1, into the queued session)  msg/s  {summary([r['publish_per_s'] for r in results])}"
     )
     print(
         f"  points lost                                                  {sum(r['lost'] for r in results):8.0f}"
