@@ -515,6 +515,203 @@ def simulate(
     )
 
 
+def _engine(settings: Settings, *, writing: bool) -> Any:  # noqa: ANN401 - HealthEngine, imported lazily
+    from devices.inventory import SAMPLE_INVENTORY, InventoryError  # noqa: PLC0415
+    from ingest.health_engine import HealthEngine  # noqa: PLC0415
+    from ingest.pipeline import make_transport, prepare_database  # noqa: PLC0415
+    from ingest.query_influx import InfluxQL  # noqa: PLC0415
+    from ingest.sink_influx import InfluxSink  # noqa: PLC0415
+
+    inventory = settings.inventory_file
+    if inventory is None:
+        click.echo(
+            f"(no OXYFLEET_INVENTORY_FILE set: using the sample inventory {SAMPLE_INVENTORY.name})", err=True
+        )
+        inventory = SAMPLE_INVENTORY
+    sink = None
+    if writing:
+        transport = make_transport(settings.influx)
+        prepare_database(transport, settings.influx)
+        sink = InfluxSink(transport)
+    h = settings.health
+    try:
+        return HealthEngine(
+            InfluxQL.from_settings(settings.influx),
+            sink,
+            inventory,
+            sustain_s=h.sustain_s,
+            lookback_s=h.lookback_s,
+            cycle_s=h.cycle_s,
+        )
+    except InventoryError as exc:
+        _fail(f"inventory has problems:\n{exc}", EXIT_CONFIG)
+
+
+def _since_ms(text: str) -> int:
+    return int((time.time() - _duration(text)) * 1000)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Evaluate --since up to now once, write, and exit.")
+@click.option(
+    "--since", default="1h", show_default=True, help="With --once: how far back to (re-)evaluate, e.g. 7d."
+)
+@click.option(
+    "--duration", type=float, default=None, help="Stop after this many seconds (default: until signalled)."
+)
+def health(once: bool, since: str, duration: float | None) -> None:
+    """Run the health engine: classify every inventory unit each cycle, write unit_state and unit_event."""
+    from ingest.logs import configure_logging  # noqa: PLC0415
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        engine = _engine(settings, writing=True)
+        if once:
+            now_ms = int(time.time() * 1000)
+            evaluation = engine.evaluate_range(_since_ms(since), now_ms)
+            counts: dict[str, int] = {}
+            for status in evaluation.status.values():
+                counts[status.condition.state] = counts.get(status.condition.state, 0) + 1
+            click.echo(
+                f"evaluated {len(evaluation.status)} units from {since} ago: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            )
+            return
+        engine.run(_stop_on_signals(), duration)
+    except SinkFatalError as exc:
+        _fail(str(exc), EXIT_FATAL)
+    except SinkError as exc:
+        _fail(f"{exc} (is InfluxDB running at {settings.influx.url}?)", EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--hospital", default=None, help="Only this hospital.")
+@click.option("--province", default=None, help="Only this province.")
+@click.option("--since", default="30d", show_default=True, help="Start of the range, e.g. 30d, 12h.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
+def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> None:
+    """Availability per unit and per hospital over a range, with the time split by state (hours)."""
+    import csv as csv_module  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    from ingest.health import availability  # noqa: PLC0415
+    from ingest.health_engine import uptime_rows  # noqa: PLC0415
+    from ingest.query_influx import InfluxQL  # noqa: PLC0415
+
+    settings = _settings()
+    reader = InfluxQL.from_settings(settings.influx)
+    try:
+        rows = uptime_rows(
+            reader, _since_ms(since), int(time.time() * 1000), hospital=hospital, province=province
+        )
+    except SinkError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    states = ("in_spec", "underperforming", "power_failure", "no_data", "off")
+    units: list[dict[str, Any]] = []
+    hospitals: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (r["hospital"], r["unit_id"])):
+        seconds = {s: float(row.get(s) or 0.0) for s in states}
+        units.append(
+            {
+                "level": "unit",
+                "hospital": row["hospital"],
+                "province": row["province"],
+                "unit_id": row["unit_id"],
+                **seconds,
+            }
+        )
+        total = hospitals.setdefault(
+            row["hospital"],
+            {
+                "level": "hospital",
+                "hospital": row["hospital"],
+                "province": row["province"],
+                "unit_id": "",
+                **dict.fromkeys(states, 0.0),
+            },
+        )
+        for s in states:
+            total[s] += seconds[s]
+    records = []
+    for rec in [*units, *hospitals.values()]:
+        avail = availability(rec)
+        records.append(
+            {
+                **rec,
+                "availability_pct": None if avail is None else round(avail * 100, 2),
+                **{f"{s}_h": round(rec[s] / 3600, 3) for s in states},
+            }
+        )
+    if fmt == "json":
+        click.echo(json.dumps([{k: v for k, v in r.items() if k not in states} for r in records], indent=1))
+        return
+    columns = ["level", "hospital", "province", "unit_id", "availability_pct", *(f"{s}_h" for s in states)]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv_module.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([r[c] if r[c] is not None else "" for c in columns] for r in records)
+        click.echo(out.getvalue(), nl=False)
+        return
+    click.echo(
+        f"{'unit / hospital':<28} {'avail %':>8} {'in spec h':>10} {'underperf h':>11} {'power h':>8} "
+        f"{'no data h':>9} {'off h':>7}"
+    )
+    for r in records:
+        name = r["unit_id"] or f"= {r['hospital']}"
+        shown = "-" if r["availability_pct"] is None else f"{r['availability_pct']:.2f}"
+        click.echo(
+            f"{name[:28]:<28} {shown:>8} {r['in_spec_h']:>10.2f} {r['underperforming_h']:>11.2f} "
+            f"{r['power_failure_h']:>8.2f} {r['no_data_h']:>9.2f} {r['off_h']:>7.2f}"
+        )
+
+
+@cli.command()
+@click.option(
+    "--state",
+    default=None,
+    type=click.Choice(["in_spec", "underperforming", "power_failure", "no_data", "off"]),
+    help="Only units in this state.",
+)
+@click.option("--hospital", default=None, help="Only this hospital.")
+def status(state: str | None, hospital: str | None) -> None:
+    """The live fleet table: unit, hospital, state, reason, since, last reading - worst first."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    settings = _settings()
+    engine = _engine(settings, writing=False)
+    now_ms = int(time.time() * 1000)
+    start = now_ms - engine.lookback_ms
+    try:
+        evaluation = engine.evaluate(start - start % 60_000, now_ms)
+    except SinkError as exc:
+        _fail(str(exc), EXIT_FAILED)
+
+    def when(ms: int | None) -> str:
+        return "-" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    rows = [
+        s
+        for s in evaluation.status.values()
+        if (state is None or s.condition.state == state)
+        and (hospital is None or s.unit.hospital.casefold() == hospital.casefold())
+    ]
+    rows.sort(key=lambda s: (-s.condition.code, s.condition.state == "in_spec", s.since_ms, s.unit.unit_id))
+    click.echo(
+        f"{'unit':<16} {'hospital':<24} {'state':<16} {'reason':<16} {'since (UTC)':<19} {'last reading':<19} maint"
+    )
+    for s in rows:
+        since = when(s.since_ms) if s.since_ms > evaluation.start_ms else f"<{when(evaluation.start_ms)[11:]}"
+        click.echo(
+            f"{s.unit.unit_id:<16} {s.unit.hospital[:24]:<24} {s.condition.state:<16} {s.condition.reason:<16} "
+            f"{since:<19} {when(s.last_reading_ms):<19} {'due' if s.maintenance_due else ''}"
+        )
+    click.echo(f"{len(rows)} units")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()

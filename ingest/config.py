@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BufferSettings",
+    "HealthSettings",
     "InfluxSettings",
     "MqttSettings",
     "PayloadSettings",
@@ -204,6 +205,20 @@ class PayloadSettings(_Section):
     )
 
 
+class HealthSettings(_Section):
+    """The health engine."""
+
+    cycle_s: float = Field(15.0, gt=0, description="Seconds between evaluations of the fleet.")
+    lookback_s: float = Field(
+        900.0,
+        ge=300,
+        description="Trailing window re-evaluated each cycle (late readings inside it are picked up).",
+    )
+    sustain_s: float = Field(
+        120.0, ge=0, description="A condition must last this long before it counts (anti-flap)."
+    )
+
+
 class Settings(BaseSettings):
     """Everything the ingester needs; see ``.env.example`` for every variable."""
 
@@ -219,6 +234,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     buffer: BufferSettings = Field(default_factory=BufferSettings)
     payload: PayloadSettings = Field(default_factory=PayloadSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     inventory_file: Path | None = Field(
         None,
         description="Fleet inventory CSV (units -> model, hospital, province tags); reloaded on change.",

@@ -1,0 +1,257 @@
+"""Fleet health, the pure part: classify readings, build each unit's state timeline, and account uptime.
+
+No I/O here (the engine in :mod:`ingest.health_engine` reads InfluxDB and writes the results), so every
+rule is unit-tested with plain data.
+
+The model, in the order it is applied:
+
+1. **Classify** each reading against its model's specification (:func:`classify`): ``power_failure``
+   (on battery or no power and not running, or a POWER_FAILURE alarm), ``off`` (reported standby),
+   ``underperforming`` with a reason (purity below the critical level, purity low, flow below 80 % of the
+   setpoint while running, outlet pressure outside the band, overheating, a device alarm), else
+   ``in_spec``.
+2. **Raw timeline**: a reading's condition holds until the next reading. When no reading follows within
+   the no-data limit (``max(3 x reporting interval, 60 s)``), the unit is ``no_data`` from the time its
+   next report was due.
+3. **Sustain** (anti-flap): a condition that lasts less than the sustain window (2 min) is absorbed into
+   the state around it, so a single bad reading or a short gap never flips a unit. A condition that does
+   last is booked **from its start**: detection waits for the sustain window, but the accounting does
+   not, so uptime is not biased by the detection delay. A run still shorter than the window at the end
+   of the evaluated range stays pending (the previous state continues) until a later evaluation confirms it.
+4. **Accounting** per minute: seconds in each state, the minute's dominant state and reason. Uptime over
+   any range is a plain sum of those seconds, so Grafana and ``oxyfleet uptime`` compute it the same way.
+
+Availability = in_spec / (in_spec + underperforming + power_failure + no_data); ``off`` is excluded and
+reported separately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from devices.catalog import ModelSpec
+
+__all__ = [
+    "ACCOUNTED",
+    "STATES",
+    "Condition",
+    "MinuteState",
+    "Segment",
+    "Transition",
+    "availability",
+    "classify",
+    "minutes",
+    "raw_segments",
+    "sustain",
+    "timeline",
+    "transitions",
+]
+
+IN_SPEC: Final = "in_spec"
+UNDERPERFORMING: Final = "underperforming"
+OFF: Final = "off"
+POWER_FAILURE: Final = "power_failure"
+NO_DATA: Final = "no_data"
+STATES: Final = (IN_SPEC, UNDERPERFORMING, POWER_FAILURE, NO_DATA, OFF)
+# The states availability is computed over; "off" (standby by staff) is excluded.
+ACCOUNTED: Final = (IN_SPEC, UNDERPERFORMING, POWER_FAILURE, NO_DATA)
+LOW_FLOW_RATIO: Final = 0.8
+MINUTE_MS: Final = 60_000
+# Device alarms that other rules already account for, or that say nothing about oxygen delivery.
+_COVERED_ALARMS: Final = frozenset({"LOW_PURITY", "POWER_FAILURE", "LOW_BATTERY", "HIGH_TEMP"})
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A unit's state with its reason; ``code`` is the severity used to sort worst first."""
+
+    state: str
+    reason: str = ""
+
+    @property
+    def code(self) -> int:
+        """0 fine or switched off, 1 warning, 2 critical."""
+        if self.state == POWER_FAILURE or self.reason == "purity_critical":
+            return 2
+        if self.state in (UNDERPERFORMING, NO_DATA):
+            return 1
+        return 0
+
+
+OK: Final = Condition(IN_SPEC)
+SILENT: Final = Condition(NO_DATA, "no_data")
+
+
+def classify(reading: Mapping[str, Any], spec: ModelSpec) -> Condition:  # noqa: PLR0911 - the rules, in order
+    """The condition one reading shows, against its model's specification."""
+    alarms = {a for a in str(reading.get("alarms") or "").split(",") if a}
+    running = reading.get("running")
+    power = reading.get("power")
+    if running is not True and (power in ("battery", "none") or "POWER_FAILURE" in alarms):
+        return Condition(POWER_FAILURE, "power_failure")
+    if running is False:
+        return Condition(OFF, "off")
+    purity = reading.get("purity_pct")
+    if purity is not None and purity < spec.purity_critical_pct:
+        return Condition(UNDERPERFORMING, "purity_critical")
+    if purity is not None and purity < spec.purity_low_pct:
+        return Condition(UNDERPERFORMING, "purity_low")
+    flow, setpoint = reading.get("flow_lpm"), reading.get("setpoint_lpm")
+    if flow is not None and setpoint and flow < LOW_FLOW_RATIO * setpoint:
+        return Condition(UNDERPERFORMING, "low_flow")
+    outlet = reading.get("outlet_kpa")
+    if outlet is not None and outlet < spec.outlet_min_kpa:
+        return Condition(UNDERPERFORMING, "pressure_low")
+    if outlet is not None and outlet > spec.outlet_max_kpa:
+        return Condition(UNDERPERFORMING, "pressure_high")
+    temp = reading.get("temp_c")
+    if (temp is not None and temp > spec.max_temp_c) or "HIGH_TEMP" in alarms:
+        return Condition(UNDERPERFORMING, "overheating")
+    other = sorted(alarms - _COVERED_ALARMS)
+    if other:
+        return Condition(UNDERPERFORMING, f"alarm_{other[0].lower()}")
+    return OK
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """``condition`` held over ``[start_ms, end_ms)``."""
+
+    start_ms: int
+    end_ms: int
+    condition: Condition
+
+    @property
+    def duration_ms(self) -> int:
+        """Length of the segment."""
+        return self.end_ms - self.start_ms
+
+
+def _merge(segments: Iterable[Segment]) -> list[Segment]:
+    out: list[Segment] = []
+    for seg in segments:
+        if seg.end_ms <= seg.start_ms:
+            continue
+        if out and out[-1].condition == seg.condition and out[-1].end_ms == seg.start_ms:
+            out[-1] = Segment(out[-1].start_ms, seg.end_ms, seg.condition)
+        else:
+            out.append(seg)
+    return out
+
+
+def raw_segments(
+    readings: Sequence[tuple[int, Condition]], start_ms: int, end_ms: int, interval_ms: int, no_data_ms: int
+) -> list[Segment]:
+    """Conditions over ``[start_ms, end_ms)`` from time-sorted readings (which may begin before start).
+
+    A reading's condition lasts until the next reading; if none comes within ``no_data_ms``, the unit is
+    ``no_data`` from the time its next report was due (``interval_ms`` after the last one).
+    """
+    segments: list[Segment] = []
+    cursor = start_ms
+    for i, (t, condition) in enumerate(readings):
+        following = readings[i + 1][0] if i + 1 < len(readings) else None
+        if t >= end_ms:
+            break
+        if t > cursor and not segments:
+            segments.append(Segment(cursor, min(t, end_ms), SILENT))  # nothing known before the first reading
+        until = following if following is not None else end_ms
+        if until - t > no_data_ms:
+            segments.append(Segment(t, min(t + interval_ms, end_ms), condition))
+            segments.append(Segment(t + interval_ms, min(until, end_ms), SILENT))
+        else:
+            segments.append(Segment(t, min(until, end_ms), condition))
+        cursor = min(until, end_ms)
+    if not segments:
+        segments.append(Segment(start_ms, end_ms, SILENT))
+    clipped = [Segment(max(s.start_ms, start_ms), min(s.end_ms, end_ms), s.condition) for s in segments]
+    return _merge(clipped)
+
+
+def sustain(runs: Sequence[Segment], sustain_ms: int, prior: Condition | None = None) -> list[Segment]:
+    """Absorb runs shorter than ``sustain_ms`` into the state around them; long runs count from their start.
+
+    ``prior`` is the state in force before the range (from the stored timeline): a first run equal to it
+    is a continuation, and a short first run is absorbed into it. The last run, if still shorter than the
+    window, is pending and absorbed too; a later evaluation books it from its start once it has lasted.
+    """
+    out: list[Segment] = []
+    current = prior
+    for run in _merge(runs):
+        lasting = run.duration_ms >= sustain_ms or (not out and run.condition == prior)
+        if lasting or current is None:
+            current = run.condition
+        out.append(Segment(run.start_ms, run.end_ms, current))
+    return _merge(out)
+
+
+def timeline(
+    readings: Sequence[tuple[int, Condition]],
+    start_ms: int,
+    end_ms: int,
+    *,
+    interval_ms: int,
+    sustain_ms: int = 120_000,
+    prior: Condition | None = None,
+) -> list[Segment]:
+    """The unit's effective states over ``[start_ms, end_ms)``."""
+    no_data_ms = max(3 * interval_ms, 60_000)
+    return sustain(raw_segments(readings, start_ms, end_ms, interval_ms, no_data_ms), sustain_ms, prior)
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteState:
+    """One minute of one unit: the dominant condition and the seconds spent in each state."""
+
+    start_ms: int
+    condition: Condition
+    seconds: dict[str, float]
+
+
+def minutes(segments: Sequence[Segment], start_ms: int, end_ms: int) -> list[MinuteState]:
+    """Per-minute accounting of complete minutes in ``[start_ms, end_ms)`` (start on a minute boundary)."""
+    out = []
+    first = start_ms - start_ms % MINUTE_MS
+    for m in range(first, end_ms - MINUTE_MS + 1, MINUTE_MS):
+        seconds = dict.fromkeys(STATES, 0.0)
+        longest: dict[Condition, int] = {}
+        for seg in segments:
+            overlap = min(seg.end_ms, m + MINUTE_MS) - max(seg.start_ms, m)
+            if overlap > 0:
+                seconds[seg.condition.state] += overlap / 1000
+                longest[seg.condition] = longest.get(seg.condition, 0) + overlap
+        if not longest:
+            continue
+        dominant = max(longest, key=lambda c: (longest[c], c.code))
+        out.append(MinuteState(m, dominant, seconds))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The unit went from one condition to another at ``at_ms``."""
+
+    at_ms: int
+    before: Condition
+    after: Condition
+
+
+def transitions(segments: Sequence[Segment], prior: Condition | None = None) -> list[Transition]:
+    """State changes along a timeline (including from ``prior`` into the first segment)."""
+    out = []
+    previous = prior
+    for seg in segments:
+        if previous is not None and seg.condition != previous:
+            out.append(Transition(seg.start_ms, previous, seg.condition))
+        previous = seg.condition
+    return out
+
+
+def availability(seconds: Mapping[str, float]) -> float | None:
+    """In-spec share of accounted time (``off`` excluded); None when nothing was accounted."""
+    accounted = sum(seconds.get(s, 0.0) for s in ACCOUNTED)
+    return seconds.get(IN_SPEC, 0.0) / accounted if accounted else None

@@ -1,0 +1,312 @@
+"""The health engine: reads telemetry with InfluxQL, classifies every inventory unit, writes the results.
+
+Every cycle (default 15 s) it re-evaluates a trailing window (default 15 min) for all units and writes
+``unit_state`` (one point per unit per complete minute) and ``unit_event`` (one point per transition).
+Writes are idempotent (same series and time overwrite), so re-evaluating a window that received late
+readings simply corrects it, and a restart loses nothing: the state in force before the window is read
+back from ``unit_state``. Long ranges (``oxyfleet health --once --since 7d``) are evaluated in slices that
+overlap by more than the sustain window, so a condition spanning two slices is booked from its start.
+
+The engine holds no state that cannot be rebuilt from InfluxDB; it is one process per fleet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+
+from devices.inventory import Inventory, Unit, load_inventory
+from devices.spec import MEASUREMENT_TELEMETRY
+from ingest.errors import SinkError, SinkFatalError
+from ingest.health import (
+    MINUTE_MS,
+    Condition,
+    Segment,
+    classify,
+    minutes,
+    timeline,
+    transitions,
+)
+from ingest.lineproto import escape_field_string, escape_tag
+
+if TYPE_CHECKING:
+    import threading
+    from pathlib import Path
+
+    from ingest.query_influx import InfluxQL
+    from ingest.sink_influx import InfluxSink
+
+__all__ = ["Evaluation", "HealthEngine", "UnitStatus", "uptime_rows"]
+
+log = structlog.get_logger("ingest.health")
+
+MEASUREMENT_STATE: Final = "unit_state"
+MEASUREMENT_EVENT: Final = "unit_event"
+_FIELDS: Final = "purity_pct, flow_lpm, setpoint_lpm, outlet_kpa, temp_c, running, power, alarms, run_hours"
+_NS_PER_MS: Final = 1_000_000
+_SLICE_MS: Final = 3600_000
+
+
+@dataclass(frozen=True, slots=True)
+class UnitStatus:
+    """Where a unit stands at the end of an evaluation."""
+
+    unit: Unit
+    condition: Condition
+    since_ms: int
+    last_reading_ms: int | None
+    maintenance_due: bool
+
+
+@dataclass
+class Evaluation:
+    """Result of evaluating all units over a range."""
+
+    start_ms: int
+    end_ms: int
+    segments: dict[str, list[Segment]] = field(default_factory=dict)
+    status: dict[str, UnitStatus] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+
+def _tags(unit: Unit) -> str:
+    pairs = {
+        "hospital": unit.hospital,
+        "kind": unit.kind,
+        "model": unit.model,
+        "province": unit.province,
+        "unit_id": unit.unit_id,
+    }
+    return ",".join(f"{k}={escape_tag(v)}" for k, v in sorted(pairs.items()))
+
+
+class HealthEngine:
+    """Evaluates the fleet; ``run`` loops, ``evaluate_range`` does one (possibly long) range."""
+
+    def __init__(
+        self,
+        reader: InfluxQL,
+        sink: InfluxSink | None,
+        inventory_path: Path,
+        *,
+        sustain_s: float = 120.0,
+        lookback_s: float = 900.0,
+        cycle_s: float = 15.0,
+        clock: Any = time.time,  # noqa: ANN401 - a () -> float clock
+    ) -> None:
+        self.reader = reader
+        self.sink = sink
+        self.inventory_path = inventory_path
+        self.inventory: Inventory = load_inventory(inventory_path)
+        self._inventory_mtime = inventory_path.stat().st_mtime_ns
+        self.sustain_ms = round(sustain_s * 1000)
+        self.lookback_ms = round(lookback_s * 1000)
+        self.cycle_s = cycle_s
+        self.clock = clock
+        self.last_status: dict[str, UnitStatus] = {}
+
+    def _reload_inventory(self) -> None:
+        try:
+            mtime = self.inventory_path.stat().st_mtime_ns
+            if mtime != self._inventory_mtime:
+                self.inventory = load_inventory(self.inventory_path)
+                self._inventory_mtime = mtime
+                log.info("health.inventory_reloaded", units=len(self.inventory))
+        except (OSError, ValueError) as exc:
+            log.error(  # noqa: TRY400 - the problems are the useful part, not a traceback
+                "health.inventory_invalid",
+                error=str(exc)[:2000],
+                note="the previous inventory stays in force",
+            )
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def _readings(self, start_ms: int, end_ms: int) -> dict[str, list[dict[str, Any]]]:
+        rows = self.reader.rows(
+            f"SELECT {_FIELDS} FROM {MEASUREMENT_TELEMETRY} "  # noqa: S608 - constants and ints
+            f"WHERE time >= {int(start_ms)}ms AND time < {int(end_ms)}ms GROUP BY unit_id"
+        )
+        by_unit: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_unit[row["unit_id"]].append(row)
+        return by_unit
+
+    def stored_priors(self, at_ms: int) -> dict[str, Condition]:
+        """The effective state each unit had just before ``at_ms``, as stored by earlier evaluations."""
+        rows = self.reader.rows(
+            f"SELECT last(state) AS state, last(reason) AS reason FROM {MEASUREMENT_STATE} "  # noqa: S608
+            f"WHERE time < {int(at_ms)}ms AND time >= {int(at_ms) - 2 * 3600_000}ms GROUP BY unit_id"
+        )
+        return {r["unit_id"]: Condition(r["state"], r.get("reason") or "") for r in rows if r.get("state")}
+
+    # --- evaluating ----------------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        start_ms: int,
+        end_ms: int,
+        *,
+        write_from_ms: int | None = None,
+        priors: dict[str, Condition] | None = None,
+    ) -> Evaluation:
+        """Evaluate every inventory unit over ``[start_ms, end_ms)``; build lines for ``[write_from_ms, end_ms)``."""
+        write_from = start_ms if write_from_ms is None else write_from_ms
+        priors = self.stored_priors(start_ms) if priors is None else priors
+        pad = (
+            max(max((u.spec.report_interval_s for u in self.inventory.units.values()), default=10) * 3, 60)
+            * 1000
+        )
+        readings = self._readings(start_ms - round(pad), end_ms)
+        result = Evaluation(start_ms, end_ms)
+        for unit in self.inventory.units.values():
+            rows = sorted(readings.get(unit.unit_id, []), key=lambda r: r["time"])
+            conditions = [(int(r["time"]), classify(r, unit.spec)) for r in rows]
+            prior = priors.get(unit.unit_id)
+            segments = timeline(
+                conditions,
+                start_ms,
+                end_ms,
+                interval_ms=round(unit.spec.report_interval_s * 1000),
+                sustain_ms=self.sustain_ms,
+                prior=prior,
+            )
+            result.segments[unit.unit_id] = segments
+            hours = [r["run_hours"] for r in rows if r.get("run_hours") is not None]
+            due = bool(hours) and max(hours) - unit.last_service_run_hours >= unit.spec.service_interval_h
+            tags = _tags(unit)
+            for minute in minutes(segments, write_from, end_ms):
+                c = minute.condition
+                fields = [
+                    f'state="{c.state}"',
+                    f'reason="{escape_field_string(c.reason)}"',
+                    f"code={c.code}i",
+                    f"in_spec={1 if c.state == 'in_spec' else 0}i",
+                    f"maintenance_due={'true' if due else 'false'}",
+                ]
+                fields += [f"{state}_s={seconds!r}" for state, seconds in minute.seconds.items()]
+                result.lines.append(
+                    f"{MEASUREMENT_STATE},{tags} {','.join(fields)} {minute.start_ms * _NS_PER_MS}"
+                )
+            for change in transitions(segments, prior):
+                if change.at_ms < write_from:
+                    continue
+                result.lines.append(
+                    f'{MEASUREMENT_EVENT},{tags} from="{change.before.state}",to="{change.after.state}",'
+                    f'from_reason="{escape_field_string(change.before.reason)}",'
+                    f'reason="{escape_field_string(change.after.reason)}",code={change.after.code}i '
+                    f"{change.at_ms * _NS_PER_MS}"
+                )
+            last = segments[-1] if segments else None
+            if last is not None:
+                result.status[unit.unit_id] = UnitStatus(
+                    unit, last.condition, last.start_ms, int(rows[-1]["time"]) if rows else None, due
+                )
+        return result
+
+    def write(self, lines: list[str]) -> int:
+        """Write result lines (idempotent); returns how many the server refused."""
+        if self.sink is None or not lines:
+            return 0
+        refused = 0
+        for i in range(0, len(lines), 5000):
+            refused += len(self.sink.write(lines[i : i + 5000]).rejected)
+        if refused:
+            log.error("health.points_refused", count=refused)
+        return refused
+
+    def evaluate_range(self, start_ms: int, end_ms: int) -> Evaluation:
+        """Evaluate and write a long range in one-hour slices.
+
+        Each slice starts ``overlap`` (sustain window + 5 min) before the part it writes, with the state the
+        previous slice had there as its prior, so a condition that began near a slice boundary is judged
+        on its whole length and booked from its true start.
+        """
+        overlap = self.sustain_ms + 5 * MINUTE_MS
+        start_ms -= start_ms % MINUTE_MS
+        priors = self.stored_priors(start_ms)
+        evaluation = Evaluation(start_ms, start_ms)
+        cursor = start_ms
+        while cursor < end_ms:
+            stop = min(cursor + _SLICE_MS, end_ms)
+            begin = cursor
+            if evaluation.segments:
+                begin = cursor - overlap
+                priors = {u: _condition_at(segs, begin) for u, segs in evaluation.segments.items() if segs}
+            evaluation = self.evaluate(begin, stop, write_from_ms=cursor, priors=priors)
+            self.write(evaluation.lines)
+            cursor = stop
+        self.last_status = evaluation.status
+        return evaluation
+
+    def cycle(self) -> Evaluation:
+        """One cycle: re-evaluate the trailing window up to now and write it."""
+        self._reload_inventory()
+        now_ms = int(self.clock() * 1000)
+        start = now_ms - self.lookback_ms
+        start -= start % MINUTE_MS
+        started = time.perf_counter()
+        evaluation = self.evaluate(start, now_ms)
+        refused = self.write(evaluation.lines)
+        self.last_status = evaluation.status
+        counts: dict[str, int] = defaultdict(int)
+        for status in evaluation.status.values():
+            counts[status.condition.state] += 1
+        log.info(
+            "health.cycle",
+            units=len(evaluation.status),
+            points=len(evaluation.lines),
+            refused=refused,
+            ms=round((time.perf_counter() - started) * 1000),
+            **counts,
+        )
+        return evaluation
+
+    def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
+        """Cycle until ``stop``; transient InfluxDB trouble is logged and retried next cycle."""
+        end = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.is_set() and (end is None or time.monotonic() < end):
+            began = time.monotonic()
+            try:
+                self.cycle()
+            except SinkFatalError:
+                raise
+            except SinkError as exc:
+                log.warning("health.cycle_failed", error=str(exc), note="retrying next cycle")
+            stop.wait(max(0.0, self.cycle_s - (time.monotonic() - began)))
+
+
+def _condition_at(segments: list[Segment], at_ms: int) -> Condition:
+    for seg in segments:
+        if seg.start_ms <= at_ms < seg.end_ms:
+            return seg.condition
+    return segments[-1].condition if at_ms >= segments[-1].end_ms else segments[0].condition
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def uptime_rows(
+    reader: InfluxQL,
+    since_ms: int,
+    until_ms: int,
+    *,
+    hospital: str | None = None,
+    province: str | None = None,
+) -> list[dict[str, Any]]:
+    """Seconds per state per unit over a range, summed from ``unit_state`` (what Grafana does too)."""
+    where = f"time >= {int(since_ms)}ms AND time < {int(until_ms)}ms"
+    if hospital:
+        where += f" AND hospital = {_literal(hospital)}"
+    if province:
+        where += f" AND province = {_literal(province)}"
+    sums = ", ".join(
+        f"sum({s}_s) AS {s}" for s in ("in_spec", "underperforming", "power_failure", "no_data", "off")
+    )
+    return reader.rows(
+        f"SELECT {sums} FROM {MEASUREMENT_STATE} WHERE {where} GROUP BY unit_id, hospital, province"  # noqa: S608 - literals escaped
+    )
