@@ -534,6 +534,24 @@ def _engine(settings: Settings, *, writing: bool) -> Any:  # noqa: ANN401 - Heal
         prepare_database(transport, settings.influx)
         sink = InfluxSink(transport)
     h = settings.health
+    alerter = None
+    if writing and (h.alerts_mqtt or h.webhooks):
+        from ingest.alerts import Alerter  # noqa: PLC0415
+        from ingest.source_mqtt import connect_properties, make_client  # noqa: PLC0415
+
+        client = None
+        if h.alerts_mqtt:
+            client = make_client(
+                settings.mqtt, f"{settings.mqtt.client_id}-health", persistent=False, manual_ack=False
+            )
+            client.connect_async(
+                settings.mqtt.host,
+                settings.mqtt.port,
+                keepalive=settings.mqtt.keepalive_s,
+                properties=connect_properties(settings.mqtt, persistent=False),
+            )
+            client.loop_start()
+        alerter = Alerter(client, h.webhooks, topic_prefix=h.alert_topic_prefix, retries=h.webhook_retries)
     try:
         return HealthEngine(
             InfluxQL.from_settings(settings.influx),
@@ -542,6 +560,7 @@ def _engine(settings: Settings, *, writing: bool) -> Any:  # noqa: ANN401 - Heal
             sustain_s=h.sustain_s,
             lookback_s=h.lookback_s,
             cycle_s=h.cycle_s,
+            alerter=alerter,
         )
     except InventoryError as exc:
         _fail(f"inventory has problems:\n{exc}", EXIT_CONFIG)

@@ -217,6 +217,17 @@ class HealthSettings(_Section):
     sustain_s: float = Field(
         120.0, ge=0, description="A condition must last this long before it counts (anti-flap)."
     )
+    alerts_mqtt: bool = Field(
+        default=True, description="Publish alerts to {ALERT_TOPIC_PREFIX}/{hospital}/{unit_id}."
+    )
+    alert_topic_prefix: str = Field("oxyfleet/alerts", min_length=1, description="Topic root of the alerts.")
+    webhooks: list[str] = Field(
+        default_factory=list,
+        description='Webhook URLs the alerts are POSTed to, as JSON: ["https://..."].',
+    )
+    webhook_retries: int = Field(
+        5, ge=1, le=20, description="Attempts per alert and webhook (exponential backoff)."
+    )
 
 
 class Settings(BaseSettings):

@@ -21,6 +21,7 @@ import structlog
 
 from devices.inventory import Inventory, Unit, load_inventory
 from devices.spec import MEASUREMENT_TELEMETRY
+from ingest.alerts import Alerter, alert_for
 from ingest.errors import SinkError, SinkFatalError
 from ingest.health import (
     MINUTE_MS,
@@ -97,6 +98,7 @@ class HealthEngine:
         lookback_s: float = 900.0,
         cycle_s: float = 15.0,
         clock: Any = time.time,  # noqa: ANN401 - a () -> float clock
+        alerter: Alerter | None = None,
     ) -> None:
         self.reader = reader
         self.sink = sink
@@ -108,6 +110,9 @@ class HealthEngine:
         self.cycle_s = cycle_s
         self.clock = clock
         self.last_status: dict[str, UnitStatus] = {}
+        self.alerter = alerter
+        # Current state per unit as of the last cycle; alerts fire when it changes (never on the first cycle).
+        self.current: dict[str, Condition] = {}
 
     def _reload_inventory(self) -> None:
         try:
@@ -221,22 +226,28 @@ class HealthEngine:
     def evaluate_range(self, start_ms: int, end_ms: int) -> Evaluation:
         """Evaluate and write a long range in one-hour slices.
 
-        Each slice starts ``overlap`` (sustain window + 5 min) before the part it writes, with the state the
-        previous slice had there as its prior, so a condition that began near a slice boundary is judged
-        on its whole length and booked from its true start.
+        Each slice starts ``overlap`` (sustain window + 5 min) before the part the previous slice already
+        covered, takes the state the previous slice had there as its prior, and rewrites the overlap:
+        minutes near a slice's end can hold a pending condition (too short to judge yet), and only the
+        next slice knows whether it lasted. The first slice likewise starts ``overlap`` before
+        ``start_ms`` with the stored state as prior, so a restart corrects what the previous run left
+        pending; when nothing is stored yet, writing starts at ``start_ms``.
         """
         overlap = self.sustain_ms + 5 * MINUTE_MS
         start_ms -= start_ms % MINUTE_MS
-        priors = self.stored_priors(start_ms)
+        begin = start_ms - overlap
+        priors = self.stored_priors(begin)
+        write_from = begin if priors else start_ms
+        if not priors:
+            begin = start_ms
         evaluation = Evaluation(start_ms, start_ms)
         cursor = start_ms
         while cursor < end_ms:
             stop = min(cursor + _SLICE_MS, end_ms)
-            begin = cursor
             if evaluation.segments:
-                begin = cursor - overlap
+                begin = write_from = cursor - overlap
                 priors = {u: _condition_at(segs, begin) for u, segs in evaluation.segments.items() if segs}
-            evaluation = self.evaluate(begin, stop, write_from_ms=cursor, priors=priors)
+            evaluation = self.evaluate(begin, stop, write_from_ms=write_from, priors=priors)
             self.write(evaluation.lines)
             cursor = stop
         self.last_status = evaluation.status
@@ -252,6 +263,7 @@ class HealthEngine:
         evaluation = self.evaluate(start, now_ms)
         refused = self.write(evaluation.lines)
         self.last_status = evaluation.status
+        self._alert(evaluation, now_ms)
         counts: dict[str, int] = defaultdict(int)
         for status in evaluation.status.values():
             counts[status.condition.state] += 1
@@ -264,6 +276,13 @@ class HealthEngine:
             **counts,
         )
         return evaluation
+
+    def _alert(self, evaluation: Evaluation, now_ms: int) -> None:
+        for unit_id, status in evaluation.status.items():
+            before = self.current.get(unit_id)
+            self.current[unit_id] = status.condition
+            if before is not None and before != status.condition and self.alerter is not None:
+                self.alerter.send(alert_for(status, before, now_ms))
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Cycle until ``stop``; transient InfluxDB trouble is logged and retried next cycle."""

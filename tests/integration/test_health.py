@@ -13,20 +13,31 @@ ground truth alone:
   rejected): no time lost once the late readings are in;
 - everything else in spec.
 
+Then the run is replayed in engine time (one cycle every 30 s of simulated time, as if the engine had
+watched it live) to check alerts: exactly one raise and one clear per fault episode, on the MQTT topic and
+at a local webhook receiver, each within the sustain window + one cycle (+ one reporting interval) of the
+episode's start and end; none for units that stayed in spec.
+
 Availability computed from unit_state must match the expectation within 0.5 percentage points (the
 readings every 5-10 s shift each boundary by at most one interval, ~0.1 pp over five hours).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from devices.simulator import FleetPublisher, Simulator, units_from_inventory
+from ingest.alerts import Alerter
 from ingest.health import availability
 from ingest.health_engine import HealthEngine, uptime_rows
 from ingest.pipeline import make_transport
@@ -148,3 +159,74 @@ def test_engine_matches_ground_truth_and_survives_restart(
     for unit_id, row in first.items():
         for s in ("in_spec", "underperforming", "power_failure", "no_data", "off"):
             assert float(second[unit_id][s] or 0) == pytest.approx(float(row[s] or 0), abs=1.0), (unit_id, s)
+
+    check_alerts(influx, settings, prefix, inventory_file, units, sim, start, end, wait_for)
+
+
+def check_alerts(influx, settings, prefix, inventory_file, units, sim, start, end, wait_for) -> None:
+    posts: list[dict[str, Any]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    received: list[dict[str, Any]] = []
+    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    subscriber.on_subscribe = lambda *_a: subscribed.set()
+    subscriber.on_message = lambda _c, _u, m: received.append({"topic": m.topic, **json.loads(m.payload)})
+    subscriber.on_connect = lambda c, *_a: c.subscribe(f"{prefix}-alerts/#", qos=1)
+    subscriber.connect(settings.mqtt.host, settings.mqtt.port)
+    subscriber.loop_start()
+    assert subscribed.wait(10)
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sender.connect(settings.mqtt.host, settings.mqtt.port)
+    sender.loop_start()
+    alerter = Alerter(
+        sender,
+        [f"http://127.0.0.1:{server.server_address[1]}/hook"],
+        topic_prefix=f"{prefix}-alerts",
+        backoff_s=0.1,
+    )
+    clock = [0.0]
+    engine = HealthEngine(influx, None, inventory_file, cycle_s=30, clock=lambda: clock[0], alerter=alerter)
+    cycle_ms = 30_000
+    for t in range(start + 15 * MINUTE, end + 1, cycle_ms):  # start once a full lookback window has data
+        clock[0] = t / 1000
+        engine.cycle()
+    alerter.close()
+    wait_for(lambda: len(received) == len(posts) == alerter.published)
+    server.shutdown()
+    server.server_close()
+    for client in (subscriber, sender):
+        client.disconnect()
+        client.loop_stop()
+    faults = {f.unit_id: f.record() for f in sim.faults}
+    for unit in units:
+        mine = [a for a in posts if a["unit_id"] == unit.unit_id]
+        over_mqtt = [a for a in received if a["unit_id"] == unit.unit_id]
+        assert [{k: v for k, v in a.items() if k != "topic"} for a in over_mqtt] == mine
+        assert all(a["topic"] == f"{prefix}-alerts/{a['hospital']}/{unit.unit_id}" for a in over_mqtt)
+        fault = faults.get(unit.unit_id)
+        if fault is None or fault["fault"] not in EXPECTED_STATE:
+            assert mine == [], (unit.unit_id, fault, mine)
+            continue
+        raises = [a for a in mine if a["event"] == "raise"]
+        clears = [a for a in mine if a["event"] == "clear"]
+        assert len(raises) == 1 and len(clears) == 1, (fault, mine)
+        state, reasons = EXPECTED_STATE[fault["fault"]]
+        assert raises[0]["state"] == state and raises[0]["reason"] in reasons, (fault, raises)
+        began = fault["crosses_90_ms"] if fault["fault"] == "sieve_wear" else fault["start_ms"]
+        limit = 120_000 + cycle_ms + unit.spec.report_interval_s * 1000
+        raised_at = datetime.fromisoformat(raises[0]["at"]).timestamp() * 1000
+        cleared_at = datetime.fromisoformat(clears[0]["at"]).timestamp() * 1000
+        assert 0 <= raised_at - began <= limit, (fault, raises[0])
+        assert 0 <= cleared_at - fault["end_ms"] <= limit, (fault, clears[0])
+        assert unit.unit_id in raises[0]["message"] and raises[0]["hospital"] in raises[0]["message"]
