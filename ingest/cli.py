@@ -566,6 +566,30 @@ def _engine(settings: Settings, *, writing: bool) -> Any:  # noqa: ANN401 - Heal
         _fail(f"inventory has problems:\n{exc}", EXIT_CONFIG)
 
 
+def _serve_api(engine: Any, settings: Settings) -> None:  # noqa: ANN401 - HealthEngine
+    """Serve the read-only API in a daemon thread; a busy port is a warning, not a reason to stop."""
+    import threading  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
+    import uvicorn  # noqa: PLC0415
+
+    from ingest.api import create_app  # noqa: PLC0415
+
+    config = uvicorn.Config(
+        create_app(engine, engine.reader),
+        host=settings.health.api_host,
+        port=settings.health.api_port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn installs signal handlers only in the main thread; in this thread the CLI keeps them.
+    threading.Thread(target=server.run, name="api", daemon=True).start()
+    structlog.get_logger("ingest.health").info(
+        "health.api_listening", host=settings.health.api_host, port=settings.health.api_port
+    )
+
+
 def _since_ms(text: str) -> int:
     return int((time.time() - _duration(text)) * 1000)
 
@@ -597,6 +621,8 @@ def health(once: bool, since: str, duration: float | None) -> None:
                 + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
             )
             return
+        if settings.health.api_port:
+            _serve_api(engine, settings)
         engine.run(_stop_on_signals(), duration)
     except SinkFatalError as exc:
         _fail(str(exc), EXIT_FATAL)
@@ -616,56 +642,20 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
     import csv as csv_module  # noqa: PLC0415
     import io  # noqa: PLC0415
 
-    from ingest.health import availability  # noqa: PLC0415
-    from ingest.health_engine import uptime_rows  # noqa: PLC0415
+    from ingest.health_engine import uptime_report  # noqa: PLC0415
     from ingest.query_influx import InfluxQL  # noqa: PLC0415
 
     settings = _settings()
     reader = InfluxQL.from_settings(settings.influx)
     try:
-        rows = uptime_rows(
+        records = uptime_report(
             reader, _since_ms(since), int(time.time() * 1000), hospital=hospital, province=province
         )
     except SinkError as exc:
         _fail(str(exc), EXIT_FAILED)
     states = ("in_spec", "underperforming", "power_failure", "no_data", "off")
-    units: list[dict[str, Any]] = []
-    hospitals: dict[str, dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda r: (r["hospital"], r["unit_id"])):
-        seconds = {s: float(row.get(s) or 0.0) for s in states}
-        units.append(
-            {
-                "level": "unit",
-                "hospital": row["hospital"],
-                "province": row["province"],
-                "unit_id": row["unit_id"],
-                **seconds,
-            }
-        )
-        total = hospitals.setdefault(
-            row["hospital"],
-            {
-                "level": "hospital",
-                "hospital": row["hospital"],
-                "province": row["province"],
-                "unit_id": "",
-                **dict.fromkeys(states, 0.0),
-            },
-        )
-        for s in states:
-            total[s] += seconds[s]
-    records = []
-    for rec in [*units, *hospitals.values()]:
-        avail = availability(rec)
-        records.append(
-            {
-                **rec,
-                "availability_pct": None if avail is None else round(avail * 100, 2),
-                **{f"{s}_h": round(rec[s] / 3600, 3) for s in states},
-            }
-        )
     if fmt == "json":
-        click.echo(json.dumps([{k: v for k, v in r.items() if k not in states} for r in records], indent=1))
+        click.echo(json.dumps(records, indent=1))
         return
     columns = ["level", "hospital", "province", "unit_id", "availability_pct", *(f"{s}_h" for s in states)]
     if fmt == "csv":

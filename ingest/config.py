@@ -225,6 +225,12 @@ class HealthSettings(_Section):
         default_factory=list,
         description='Webhook URLs the alerts are POSTed to, as JSON: ["https://..."].',
     )
+    api_host: str = Field(
+        "127.0.0.1", description="Address of the read-only HTTP API (0.0.0.0 in containers)."
+    )
+    api_port: int = Field(
+        8090, ge=0, le=65535, description="Port of the HTTP API (/api/units, /docs, /metrics); 0: off."
+    )
     webhook_retries: int = Field(
         5, ge=1, le=20, description="Attempts per alert and webhook (exponential backoff)."
     )

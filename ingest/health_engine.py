@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ingest.query_influx import InfluxQL
     from ingest.sink_influx import InfluxSink
 
-__all__ = ["Evaluation", "HealthEngine", "UnitStatus", "uptime_rows"]
+__all__ = ["Evaluation", "HealthEngine", "UnitStatus", "uptime_report", "uptime_rows"]
 
 log = structlog.get_logger("ingest.health")
 
@@ -111,6 +111,9 @@ class HealthEngine:
         self.clock = clock
         self.last_status: dict[str, UnitStatus] = {}
         self.alerter = alerter
+        self.cycles = 0
+        self.last_cycle_at = 0.0  # engine clock, seconds
+        self.last_cycle_ms = 0.0
         # Current state per unit as of the last cycle; alerts fire when it changes (never on the first cycle).
         self.current: dict[str, Condition] = {}
 
@@ -264,6 +267,9 @@ class HealthEngine:
         refused = self.write(evaluation.lines)
         self.last_status = evaluation.status
         self._alert(evaluation, now_ms)
+        self.cycles += 1
+        self.last_cycle_at = now_ms / 1000
+        self.last_cycle_ms = round((time.perf_counter() - started) * 1000, 1)
         counts: dict[str, int] = defaultdict(int)
         for status in evaluation.status.values():
             counts[status.condition.state] += 1
@@ -329,3 +335,60 @@ def uptime_rows(
     return reader.rows(
         f"SELECT {sums} FROM {MEASUREMENT_STATE} WHERE {where} GROUP BY unit_id, hospital, province"  # noqa: S608 - literals escaped
     )
+
+
+_STATE_NAMES: Final = ("in_spec", "underperforming", "power_failure", "no_data", "off")
+
+
+def uptime_report(
+    reader: InfluxQL,
+    since_ms: int,
+    until_ms: int,
+    *,
+    hospital: str | None = None,
+    province: str | None = None,
+) -> list[dict[str, Any]]:
+    """Availability per unit, then per hospital: the monthly report, for the CLI and the HTTP API.
+
+    Each record: level (unit|hospital), hospital, province, unit_id ("" for hospitals), availability_pct
+    (None when nothing was accounted), and hours per state (``<state>_h``).
+    """
+    from ingest.health import availability  # noqa: PLC0415
+
+    units: list[dict[str, Any]] = []
+    hospitals: dict[str, dict[str, Any]] = {}
+    rows = uptime_rows(reader, since_ms, until_ms, hospital=hospital, province=province)
+    for row in sorted(rows, key=lambda r: (r["hospital"], r["unit_id"])):
+        seconds = {s: float(row.get(s) or 0.0) for s in _STATE_NAMES}
+        units.append(
+            {
+                "level": "unit",
+                "hospital": row["hospital"],
+                "province": row["province"],
+                "unit_id": row["unit_id"],
+                **seconds,
+            }
+        )
+        total = hospitals.setdefault(
+            row["hospital"],
+            {
+                "level": "hospital",
+                "hospital": row["hospital"],
+                "province": row["province"],
+                "unit_id": "",
+                **dict.fromkeys(_STATE_NAMES, 0.0),
+            },
+        )
+        for state in _STATE_NAMES:
+            total[state] += seconds[state]
+    records = []
+    for rec in [*units, *hospitals.values()]:
+        share = availability(rec)
+        records.append(
+            {
+                **{k: rec[k] for k in ("level", "hospital", "province", "unit_id")},
+                "availability_pct": None if share is None else round(share * 100, 2),
+                **{f"{state}_h": round(rec[state] / 3600, 3) for state in _STATE_NAMES},
+            }
+        )
+    return records

@@ -1,0 +1,225 @@
+"""Read-only HTTP API of the health engine (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
+
+It serves what the engine computed in its last cycle (live states) and what is stored (uptime, events),
+so hospital systems and scripts can ask without learning InfluxQL:
+
+- ``GET /api/units?state=&hospital=&province=``: the live fleet table, worst first;
+- ``GET /api/units/{unit_id}``: one unit, its inventory facts and its recent transitions;
+- ``GET /api/hospitals/{hospital}/uptime?since=30d``: availability per unit and for the hospital;
+- ``GET /healthz``: 200 while cycles run on time, 503 otherwise;
+- ``GET /metrics``: Prometheus text (cycle duration, units per state).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
+
+from ingest.errors import SinkError
+from ingest.health_engine import MEASUREMENT_EVENT, uptime_report
+
+if TYPE_CHECKING:
+    from ingest.health_engine import HealthEngine, UnitStatus
+    from ingest.query_influx import InfluxQL
+
+__all__ = ["create_app"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class UnitOut(BaseModel):
+    """A unit's live state."""
+
+    unit_id: str
+    kind: str
+    model: str
+    hospital: str
+    province: str
+    state: str
+    reason: str
+    severity: int
+    since: str | None
+    last_reading: str | None
+    maintenance_due: bool
+
+
+class EventOut(BaseModel):
+    """One state transition."""
+
+    at: str
+    from_state: str
+    to_state: str
+    reason: str
+
+
+class UnitDetail(UnitOut):
+    """A unit with its inventory facts and recent transitions."""
+
+    serial: str
+    source: str
+    commissioned: str
+    service_interval_h: float
+    events: list[EventOut]
+
+
+class UptimeRecord(BaseModel):
+    """Availability and hours per state of one unit or of the whole hospital (``level``)."""
+
+    level: str
+    hospital: str
+    province: str
+    unit_id: str
+    availability_pct: float | None
+    in_spec_h: float
+    underperforming_h: float
+    power_failure_h: float
+    no_data_h: float
+    off_h: float
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def _since_s(text: str) -> float:
+    try:
+        return float(text[:-1]) * _UNITS[text[-1]] if text[-1:] in _UNITS else float(text)
+    except ValueError:
+        raise HTTPException(422, f"since={text!r} is not a duration like 30d, 12h, 90m") from None
+
+
+def _unit_out(s: UnitStatus, window_start_ms: int) -> dict[str, Any]:
+    u = s.unit
+    return {
+        "unit_id": u.unit_id,
+        "kind": u.kind,
+        "model": u.model,
+        "hospital": u.hospital,
+        "province": u.province,
+        "state": s.condition.state,
+        "reason": s.condition.reason,
+        "severity": s.condition.code,
+        # A state that began before the evaluated window is reported as "since at least" that start.
+        "since": _iso(max(s.since_ms, window_start_ms)),
+        "last_reading": _iso(s.last_reading_ms),
+        "maintenance_due": s.maintenance_due,
+    }
+
+
+def create_app(engine: HealthEngine, reader: InfluxQL) -> FastAPI:  # noqa: C901 - one nested function per route
+    """The API over ``engine``'s last cycle and ``reader``'s stored results."""
+    app = FastAPI(
+        title="oxyfleet health API",
+        version="0.1.0",
+        description="Live state and uptime of oxygen concentrators and DOCS plants. Read-only.",
+    )
+
+    def window_start() -> int:
+        return int(engine.last_cycle_at * 1000) - engine.lookback_ms if engine.last_cycle_at else 0
+
+    @app.get("/api/units", response_model=list[UnitOut])
+    def units(
+        state: str | None = None, hospital: str | None = None, province: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The fleet's live states, worst first (severity, then the longest-standing)."""
+        rows = [
+            s
+            for s in engine.last_status.values()
+            if (state is None or s.condition.state == state)
+            and (hospital is None or s.unit.hospital.casefold() == hospital.casefold())
+            and (province is None or s.unit.province.casefold() == province.casefold())
+        ]
+        rows.sort(
+            key=lambda s: (-s.condition.code, s.condition.state == "in_spec", s.since_ms, s.unit.unit_id)
+        )
+        start = window_start()
+        return [_unit_out(s, start) for s in rows]
+
+    @app.get(
+        "/api/units/{unit_id}", response_model=UnitDetail, responses={404: {"description": "Unknown unit"}}
+    )
+    def unit(unit_id: str) -> dict[str, Any]:
+        """One unit: live state, inventory facts and its transitions of the last 7 days."""
+        status = engine.last_status.get(unit_id)
+        if status is None:
+            raise HTTPException(404, f"unit {unit_id!r} is not in the inventory")
+        since_ms = int(time.time() * 1000) - 7 * 86400_000
+        try:
+            # unit_id is an inventory id here, which matches ^[A-Za-z0-9][A-Za-z0-9_.-]*$: nothing to inject.
+            rows = reader.rows(
+                f"SELECT * FROM {MEASUREMENT_EVENT} WHERE unit_id = '{unit_id}' "  # noqa: S608
+                f"AND time >= {since_ms}ms"
+            )
+        except SinkError as exc:
+            raise HTTPException(503, f"InfluxDB: {exc}") from exc
+        u = status.unit
+        return {
+            **_unit_out(status, window_start()),
+            "serial": u.serial,
+            "source": u.source,
+            "commissioned": u.commissioned.isoformat(),
+            "service_interval_h": u.spec.service_interval_h,
+            "events": [
+                {
+                    "at": _iso(r["time"]),
+                    "from_state": r["from"],
+                    "to_state": r["to"],
+                    "reason": r.get("reason") or "",
+                }
+                for r in rows
+            ],
+        }
+
+    @app.get(
+        "/api/hospitals/{hospital}/uptime",
+        response_model=list[UptimeRecord],
+        responses={404: {"description": "No unit of this hospital has state data in the range"}},
+    )
+    def hospital_uptime(
+        hospital: str, since: Annotated[str, Query(description="e.g. 30d, 12h")] = "30d"
+    ) -> list[dict[str, Any]]:
+        """Availability per unit and for the hospital (last record, ``level: hospital``) over ``since``."""
+        now_ms = int(time.time() * 1000)
+        try:
+            records = uptime_report(reader, now_ms - int(_since_s(since) * 1000), now_ms, hospital=hospital)
+        except SinkError as exc:
+            raise HTTPException(503, f"InfluxDB: {exc}") from exc
+        if not records:
+            raise HTTPException(404, f"no state data for hospital {hospital!r} in the last {since}")
+        return records
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        """200 while the engine cycles on time; 503 when the last cycle is older than three periods."""
+        age = time.time() - engine.last_cycle_at if engine.last_cycle_at else None
+        ok = age is not None and age <= 3 * engine.cycle_s + engine.last_cycle_ms / 1000
+        return JSONResponse(
+            {
+                "status": "ok" if ok else "stale",
+                "last_cycle_age_s": age,
+                "last_cycle_ms": engine.last_cycle_ms,
+                "units": len(engine.last_status),
+            },
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        """Prometheus text format."""
+        lines = [
+            f"oxyfleet_health_cycles_total {engine.cycles}",
+            f"oxyfleet_health_last_cycle_ms {engine.last_cycle_ms}",
+            f"oxyfleet_health_last_cycle_timestamp_seconds {engine.last_cycle_at}",
+        ]
+        counts: dict[str, int] = {}
+        for s in engine.last_status.values():
+            counts[s.condition.state] = counts.get(s.condition.state, 0) + 1
+        lines += [f'oxyfleet_health_units{{state="{state}"}} {n}' for state, n in sorted(counts.items())]
+        return "\n".join(lines) + "\n"
+
+    return app

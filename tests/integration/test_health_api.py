@@ -1,0 +1,188 @@
+"""The health engine's HTTP API and `oxyfleet uptime --format csv`, on data written to the real InfluxDB.
+
+Three units for the last 20 minutes: one in spec, one whose purity fell to 85 % ten minutes ago, one that
+never reported. One engine cycle later the API and the CLI must say exactly that.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import uvicorn
+from click.testing import CliRunner
+
+from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
+from ingest.api import create_app
+from ingest.cli import cli
+from ingest.decode import Decoder, Inbound
+from ingest.health_engine import HealthEngine
+from ingest.lineproto import LineBuilder
+from ingest.pipeline import make_transport
+from ingest.sink_influx import InfluxSink
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.integration
+
+OK_UNIT, LOW_UNIT, SILENT_UNIT = "OC-JKT-00001", "OC-JKT-00002", "OC-JKT-00003"
+
+
+@pytest.fixture
+def engine(influx, settings_for, tmp_path: Path) -> HealthEngine:
+    inventory = load_inventory(SAMPLE_INVENTORY)
+    path = tmp_path / "inventory.csv"
+    path.write_text(write_inventory(inventory.units[u] for u in (OK_UNIT, LOW_UNIT, SILENT_UNIT)))
+    sink = InfluxSink(make_transport(settings_for("api").influx))
+    now = time.time_ns() // 1_000_000
+    builder = LineBuilder()
+    decoder = Decoder(check_time=False)
+    lines = []
+    for unit in (OK_UNIT, LOW_UNIT):
+        for t in range(now - 20 * 60_000, now, 10_000):
+            purity = 85.0 if unit == LOW_UNIT and t >= now - 10 * 60_000 else 93.5
+            payload = json.dumps(
+                {"ts": t, "purity_pct": purity, "flow_lpm": 5.0, "setpoint_lpm": 5.0, "running": True}
+            )
+            lines += [
+                builder.telemetry(r)
+                for r in decoder.decode(
+                    Inbound(f"oxygen/concentrator/{unit}/telemetry", payload.encode(), 0)
+                ).readings
+            ]
+    assert sink.write(lines).rejected == {}
+    engine = HealthEngine(influx, sink, path)
+    engine.cycle()
+    return engine
+
+
+class Client:
+    """The API served by a real uvicorn on a free loopback port, asked with urllib."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> Response:
+        url = self.base + urllib.parse.quote(path) + ("?" + urllib.parse.urlencode(params) if params else "")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return Response(resp.status, resp.read())
+        except urllib.error.HTTPError as exc:
+            return Response(exc.code, exc.read())
+
+
+class Response:
+    def __init__(self, status_code: int, body: bytes) -> None:
+        self.status_code = status_code
+        self.text = body.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+@pytest.fixture
+def client(engine, influx) -> Iterator[Client]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(engine, influx), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield Client(f"http://127.0.0.1:{port}")
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_api(engine, client) -> None:
+    units = client.get("/api/units").json()
+    # Worst first: severity, then the longest-standing (the silent unit has been silent all along).
+    assert [(u["unit_id"], u["state"], u["reason"]) for u in units] == [
+        (SILENT_UNIT, "no_data", "no_data"),
+        (LOW_UNIT, "underperforming", "purity_low"),
+        (OK_UNIT, "in_spec", ""),
+    ]
+    assert units[1]["hospital"] == "RS Umum Cempaka Raya" and units[1]["severity"] == 1
+    assert [u["unit_id"] for u in client.get("/api/units", params={"state": "no_data"}).json()] == [
+        SILENT_UNIT
+    ]
+
+    detail = client.get(f"/api/units/{LOW_UNIT}").json()
+    assert detail["model"] == "OC-10-DONOR" and detail["serial"] and detail["service_interval_h"] > 0
+    assert [(e["from_state"], e["to_state"], e["reason"]) for e in detail["events"]] == [
+        ("in_spec", "underperforming", "purity_low")
+    ]
+    assert client.get("/api/units/NOPE-1").status_code == 404
+
+    uptime = client.get("/api/hospitals/RS Umum Cempaka Raya/uptime", params={"since": "1h"}).json()
+    by_unit = {r["unit_id"]: r for r in uptime}
+    assert by_unit[""]["level"] == "hospital"
+    assert by_unit[OK_UNIT]["availability_pct"] == 100.0
+    assert by_unit[SILENT_UNIT]["availability_pct"] == 0.0
+    assert 30 < by_unit[LOW_UNIT]["availability_pct"] < 70  # about 5 of 15 evaluated minutes in spec
+    assert client.get("/api/hospitals/RS Nowhere/uptime").status_code == 404
+    assert (
+        client.get("/api/hospitals/RS Umum Cempaka Raya/uptime", params={"since": "soon"}).status_code == 422
+    )
+
+    assert client.get("/healthz").status_code == 200
+    assert 'oxyfleet_health_units{state="no_data"} 1' in client.get("/metrics").text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {
+        "/api/units",
+        "/api/units/{unit_id}",
+        "/api/hospitals/{hospital}/uptime",
+        "/healthz",
+        "/metrics",
+    } <= set(paths)
+    engine.last_cycle_at -= 3600
+    assert client.get("/healthz").status_code == 503
+
+
+def test_uptime_csv(engine, influx, monkeypatch) -> None:
+    monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
+    result = CliRunner().invoke(
+        cli, ["uptime", "--since", "1h", "--format", "csv", "--hospital", "RS Umum Cempaka Raya"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert list(rows[0]) == [
+        "level",
+        "hospital",
+        "province",
+        "unit_id",
+        "availability_pct",
+        "in_spec_h",
+        "underperforming_h",
+        "power_failure_h",
+        "no_data_h",
+        "off_h",
+    ]
+    by_unit = {r["unit_id"]: r for r in rows}
+    assert set(by_unit) == {OK_UNIT, LOW_UNIT, SILENT_UNIT, ""}
+    assert by_unit[OK_UNIT]["availability_pct"] == "100.0"
+    assert float(by_unit[SILENT_UNIT]["no_data_h"]) == pytest.approx(
+        0.25, abs=0.02
+    )  # the 15 evaluated minutes
+    hospital = by_unit[""]
+    assert hospital["level"] == "hospital"
+    total = sum(
+        float(hospital[f"{s}_h"]) for s in ("in_spec", "underperforming", "power_failure", "no_data", "off")
+    )
+    assert total == pytest.approx(0.75, abs=0.05)  # three units x 15 minutes
