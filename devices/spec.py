@@ -11,6 +11,8 @@ from typing import Final, Literal, get_args
 
 __all__ = [
     "KINDS",
+    "LATE_AFTER_MS",
+    "MEASUREMENT_LATE_DATA",
     "MEASUREMENT_REJECTED",
     "MEASUREMENT_STATS",
     "MEASUREMENT_TELEMETRY",
@@ -36,6 +38,10 @@ MEASUREMENT_TELEMETRY: Final = "telemetry"
 MEASUREMENT_REJECTED: Final = "rejected"
 MEASUREMENT_UNIT_CONNECTION: Final = "unit_connection"
 MEASUREMENT_STATS: Final = "oxyfleet_ingest"
+# Written by the ingester when a message carries readings older than LATE_AFTER_MS (a late upload), so the
+# health engine knows which unit and time range to re-evaluate without scanning history.
+MEASUREMENT_LATE_DATA: Final = "late_data"
+LATE_AFTER_MS: Final = 120_000
 
 # Tag value for units that are not in the inventory (the inventory arrives with the devices issue).
 UNREGISTERED: Final = "unregistered"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from devices.inventory import Inventory, Unit, load_inventory
-from devices.spec import MEASUREMENT_TELEMETRY
+from devices.spec import MEASUREMENT_LATE_DATA, MEASUREMENT_TELEMETRY
 from ingest.alerts import Alerter, alert_for
 from ingest.errors import SinkError, SinkFatalError
 from ingest.health import (
@@ -111,6 +111,7 @@ class HealthEngine:
         self.clock = clock
         self.last_status: dict[str, UnitStatus] = {}
         self.alerter = alerter
+        self._late_checked_ms: int | None = None
         self.cycles = 0
         self.last_cycle_at = 0.0  # engine clock, seconds
         self.last_cycle_ms = 0.0
@@ -133,10 +134,15 @@ class HealthEngine:
 
     # --- reading -------------------------------------------------------------------------------------
 
-    def _readings(self, start_ms: int, end_ms: int) -> dict[str, list[dict[str, Any]]]:
+    def _readings(
+        self, start_ms: int, end_ms: int, units: set[str] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        where = f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms"
+        if units is not None:
+            # Inventory ids match ^[A-Za-z0-9][A-Za-z0-9_.-]*$, so quoting them is enough.
+            where += " AND (" + " OR ".join(f"unit_id = '{u}'" for u in sorted(units)) + ")"
         rows = self.reader.rows(
-            f"SELECT {_FIELDS} FROM {MEASUREMENT_TELEMETRY} "  # noqa: S608 - constants and ints
-            f"WHERE time >= {int(start_ms)}ms AND time < {int(end_ms)}ms GROUP BY unit_id"
+            f"SELECT {_FIELDS} FROM {MEASUREMENT_TELEMETRY} WHERE {where} GROUP BY unit_id"  # noqa: S608
         )
         by_unit: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
@@ -160,6 +166,7 @@ class HealthEngine:
         *,
         write_from_ms: int | None = None,
         priors: dict[str, Condition] | None = None,
+        units: set[str] | None = None,
     ) -> Evaluation:
         """Evaluate every inventory unit over ``[start_ms, end_ms)``; build lines for ``[write_from_ms, end_ms)``."""
         write_from = start_ms if write_from_ms is None else write_from_ms
@@ -168,9 +175,11 @@ class HealthEngine:
             max(max((u.spec.report_interval_s for u in self.inventory.units.values()), default=10) * 3, 60)
             * 1000
         )
-        readings = self._readings(start_ms - round(pad), end_ms)
+        readings = self._readings(start_ms - round(pad), end_ms, units)
         result = Evaluation(start_ms, end_ms)
         for unit in self.inventory.units.values():
+            if units is not None and unit.unit_id not in units:
+                continue
             rows = sorted(readings.get(unit.unit_id, []), key=lambda r: r["time"])
             conditions = [(int(r["time"]), classify(r, unit.spec)) for r in rows]
             prior = priors.get(unit.unit_id)
@@ -226,7 +235,7 @@ class HealthEngine:
             log.error("health.points_refused", count=refused)
         return refused
 
-    def evaluate_range(self, start_ms: int, end_ms: int) -> Evaluation:
+    def evaluate_range(self, start_ms: int, end_ms: int, units: set[str] | None = None) -> Evaluation:
         """Evaluate and write a long range in one-hour slices.
 
         Each slice starts ``overlap`` (sustain window + 5 min) before the part the previous slice already
@@ -240,6 +249,8 @@ class HealthEngine:
         start_ms -= start_ms % MINUTE_MS
         begin = start_ms - overlap
         priors = self.stored_priors(begin)
+        if units is not None:
+            priors = {u: c for u, c in priors.items() if u in units}
         write_from = begin if priors else start_ms
         if not priors:
             begin = start_ms
@@ -250,10 +261,11 @@ class HealthEngine:
             if evaluation.segments:
                 begin = write_from = cursor - overlap
                 priors = {u: _condition_at(segs, begin) for u, segs in evaluation.segments.items() if segs}
-            evaluation = self.evaluate(begin, stop, write_from_ms=write_from, priors=priors)
+            evaluation = self.evaluate(begin, stop, write_from_ms=write_from, priors=priors, units=units)
             self.write(evaluation.lines)
             cursor = stop
-        self.last_status = evaluation.status
+        if units is None:
+            self.last_status = evaluation.status
         return evaluation
 
     def cycle(self) -> Evaluation:
@@ -263,6 +275,7 @@ class HealthEngine:
         start = now_ms - self.lookback_ms
         start -= start % MINUTE_MS
         started = time.perf_counter()
+        self._reevaluate_late(start, now_ms)
         evaluation = self.evaluate(start, now_ms)
         refused = self.write(evaluation.lines)
         self.last_status = evaluation.status
@@ -282,6 +295,33 @@ class HealthEngine:
             **counts,
         )
         return evaluation
+
+    def _reevaluate_late(self, window_start_ms: int, now_ms: int) -> None:
+        """Re-evaluate history that late uploads (``late_data`` markers) changed, before the trailing window."""
+        if self._late_checked_ms is None:
+            # First cycle: catch up on uploads that arrived while the engine was not running.
+            rows = self.reader.rows(f"SELECT last(state) FROM {MEASUREMENT_STATE}")  # noqa: S608
+            self._late_checked_ms = int(rows[0]["time"]) if rows else now_ms - self.lookback_ms
+        rows = self.reader.rows(
+            f"SELECT unit_id, from_ms FROM {MEASUREMENT_LATE_DATA} "  # noqa: S608 - constants and ints
+            f"WHERE time >= {self._late_checked_ms}ms AND time < {now_ms}ms GROUP BY unit_id"
+        )
+        self._late_checked_ms = now_ms
+        earliest: dict[str, int] = {}
+        for row in rows:
+            unit_id = row["unit_id"]
+            if unit_id in self.inventory.units and row["from_ms"] < window_start_ms:
+                earliest[unit_id] = min(earliest.get(unit_id, row["from_ms"]), row["from_ms"])
+        if not earliest:
+            return
+        began = min(earliest.values())
+        self.evaluate_range(began, window_start_ms, units=set(earliest))
+        log.info(
+            "health.late_data_reevaluated",
+            units=len(earliest),
+            from_ms=began,
+            hours=round((window_start_ms - began) / 3600_000, 2),
+        )
 
     def _alert(self, evaluation: Evaluation, now_ms: int) -> None:
         for unit_id, status in evaluation.status.items():

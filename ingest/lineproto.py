@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
 from devices.spec import (
+    MEASUREMENT_LATE_DATA,
     MEASUREMENT_REJECTED,
     MEASUREMENT_STATS,
     MEASUREMENT_TELEMETRY,
@@ -176,6 +177,16 @@ class LineBuilder:
         return (
             f"{self._series(MEASUREMENT_TELEMETRY, item.kind, item.unit_id)} {','.join(fields)} "
             f"{reading.ts * _NS_PER_MS}"
+        )
+
+    def late_data(
+        self, kind: str, unit_id: str, from_ms: int, to_ms: int, count: int, received_ns: int
+    ) -> str:
+        """Marks a late upload: readings of ``unit_id`` between ``from_ms`` and ``to_ms`` arrived just now."""
+        ts = self.unique_ns(received_ns)
+        return (
+            f"{self._series(MEASUREMENT_LATE_DATA, kind, unit_id)} from_ms={from_ms}i,to_ms={to_ms}i,"
+            f"count={count}i {ts}"
         )
 
     def connection(self, change: ConnectionChange) -> str:

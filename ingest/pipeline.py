@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from devices.spec import LATE_AFTER_MS
 from ingest.decode import Decoded, Decoder, Inbound, Reason, Rejection
 from ingest.errors import ConfigError, SinkError, SinkFatalError, SinkRetryableError, SourceAuthError
 from ingest.lineproto import LineBuilder, TagLookup
@@ -160,9 +161,21 @@ class Pipeline:
         for msg in batch:
             decoded = self.decode(msg)
             self.stats.unknown_fields += decoded.unknown_fields
+            late_ts: list[int] = []
+            late_before_ms = msg.received_ns // 1_000_000 - LATE_AFTER_MS
             for item in decoded.readings:
                 lines.append(self.builder.telemetry(item))
                 origins.append(_Origin(msg, item.unit_id))
+                if item.reading.ts < late_before_ms:
+                    late_ts.append(item.reading.ts)
+            if late_ts:
+                first = decoded.readings[0]
+                lines.append(
+                    self.builder.late_data(
+                        first.kind, first.unit_id, min(late_ts), max(late_ts), len(late_ts), msg.received_ns
+                    )
+                )
+                origins.append(_Origin(msg, first.unit_id))
             for change in decoded.connections:
                 lines.append(self.builder.connection(change))
                 origins.append(_Origin(msg, change.unit_id))

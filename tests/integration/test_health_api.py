@@ -186,3 +186,55 @@ def test_uptime_csv(engine, influx, monkeypatch) -> None:
         float(hospital[f"{s}_h"]) for s in ("in_spec", "underperforming", "power_failure", "no_data", "off")
     )
     assert total == pytest.approx(0.75, abs=0.05)  # three units x 15 minutes
+
+
+def test_a_late_upload_is_reevaluated(
+    start_ingester, publisher, influx, settings_for, tmp_path: Path, wait_for
+) -> None:
+    """A unit's link was down from 35 to 20 minutes ago; its buffered readings arrive now as a batch.
+
+    Before the upload the engine booked that time as no_data; the ingester marks the upload in
+    `late_data`, and the next cycle re-evaluates the unit's history, so the time is in spec after all.
+    """
+    inventory = load_inventory(SAMPLE_INVENTORY)
+    path = tmp_path / "inventory.csv"
+    path.write_text(write_inventory([inventory.units[OK_UNIT]]))
+    start_ingester(inventory_file=path)
+    now = time.time_ns() // 1_000_000
+    now -= now % 60_000
+    gap = range(now - 35 * 60_000, now - 20 * 60_000, 10_000)
+    for t in range(now - 40 * 60_000, now, 10_000):
+        if t not in gap:
+            publisher.reading(OK_UNIT, {"ts": t, "purity_pct": 93.5, "running": True})
+    wait_for(
+        lambda: (
+            influx.rows("SELECT count(purity_pct) FROM telemetry")
+            and influx.rows("SELECT count(purity_pct) FROM telemetry")[0]["count"] == 240 - len(gap)
+        )
+    )
+    sink = InfluxSink(make_transport(settings_for("late").influx))
+    engine = HealthEngine(influx, sink, path)
+    engine.evaluate_range(now - 40 * 60_000, now)
+
+    def no_data_h() -> float:
+        rows = influx.rows(
+            f"SELECT sum(no_data_s) FROM unit_state WHERE time >= {now - 40 * 60_000}ms AND time < {now}ms"
+        )
+        return rows[0]["sum"] / 3600
+
+    assert no_data_h() == pytest.approx(15 / 60, abs=0.01)
+    publisher.reading(
+        OK_UNIT,
+        json.dumps({"readings": [{"ts": t, "purity_pct": 93.5, "running": True} for t in gap]}).encode(),
+    )
+    # (The history above was published after the fact too, one old reading per message: also marked late.)
+    wait_for(lambda: influx.rows("SELECT * FROM late_data WHERE count > 1"))
+    marker = influx.rows("SELECT * FROM late_data WHERE count > 1")[0]
+    assert (marker["unit_id"], marker["from_ms"], marker["to_ms"], marker["count"]) == (
+        OK_UNIT,
+        gap[0],
+        gap[-1],
+        len(gap),
+    )
+    engine.cycle()
+    assert no_data_h() == pytest.approx(0.0, abs=0.01)
