@@ -220,7 +220,7 @@ def test_a_late_upload_is_reevaluated(
         rows = influx.rows(
             f"SELECT sum(no_data_s) FROM unit_state WHERE time >= {now - 40 * 60_000}ms AND time < {now}ms"
         )
-        return rows[0]["sum"] / 3600
+        return float(rows[0]["sum"]) / 3600
 
     assert no_data_h() == pytest.approx(15 / 60, abs=0.01)
     publisher.reading(
