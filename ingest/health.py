@@ -83,6 +83,18 @@ class Condition:
 
 
 OK: Final = Condition(IN_SPEC)
+_INTERNED: dict[tuple[str, str], Condition] = {}
+
+
+def _condition(state: str, reason: str) -> Condition:
+    """One shared object per condition, so the timeline compares readings by identity (fast path)."""
+    key = (state, reason)
+    found = _INTERNED.get(key)
+    if found is None:
+        found = _INTERNED[key] = Condition(state, reason)
+    return found
+
+
 SILENT: Final = Condition(NO_DATA, "no_data")
 
 
@@ -92,28 +104,28 @@ def classify(reading: Mapping[str, Any], spec: ModelSpec) -> Condition:  # noqa:
     running = reading.get("running")
     power = reading.get("power")
     if running is not True and (power in ("battery", "none") or "POWER_FAILURE" in alarms):
-        return Condition(POWER_FAILURE, "power_failure")
+        return _condition(POWER_FAILURE, "power_failure")
     if running is False:
-        return Condition(OFF, "off")
+        return _condition(OFF, "off")
     purity = reading.get("purity_pct")
     if purity is not None and purity < spec.purity_critical_pct:
-        return Condition(UNDERPERFORMING, "purity_critical")
+        return _condition(UNDERPERFORMING, "purity_critical")
     if purity is not None and purity < spec.purity_low_pct:
-        return Condition(UNDERPERFORMING, "purity_low")
+        return _condition(UNDERPERFORMING, "purity_low")
     flow, setpoint = reading.get("flow_lpm"), reading.get("setpoint_lpm")
     if flow is not None and setpoint and flow < LOW_FLOW_RATIO * setpoint:
-        return Condition(UNDERPERFORMING, "low_flow")
+        return _condition(UNDERPERFORMING, "low_flow")
     outlet = reading.get("outlet_kpa")
     if outlet is not None and outlet < spec.outlet_min_kpa:
-        return Condition(UNDERPERFORMING, "pressure_low")
+        return _condition(UNDERPERFORMING, "pressure_low")
     if outlet is not None and outlet > spec.outlet_max_kpa:
-        return Condition(UNDERPERFORMING, "pressure_high")
+        return _condition(UNDERPERFORMING, "pressure_high")
     temp = reading.get("temp_c")
     if (temp is not None and temp > spec.max_temp_c) or "HIGH_TEMP" in alarms:
-        return Condition(UNDERPERFORMING, "overheating")
+        return _condition(UNDERPERFORMING, "overheating")
     other = sorted(alarms - _COVERED_ALARMS)
     if other:
-        return Condition(UNDERPERFORMING, f"alarm_{other[0].lower()}")
+        return _condition(UNDERPERFORMING, f"alarm_{other[0].lower()}")
     return OK
 
 
@@ -143,33 +155,53 @@ def _merge(segments: Iterable[Segment]) -> list[Segment]:
     return out
 
 
-def raw_segments(
-    readings: Sequence[tuple[int, Condition]], start_ms: int, end_ms: int, interval_ms: int, no_data_ms: int
+def raw_segments(  # noqa: C901 - a single loop with its fast path first
+    readings: Sequence[tuple[Any, ...]], start_ms: int, end_ms: int, interval_ms: int, no_data_ms: int
 ) -> list[Segment]:
-    """Conditions over ``[start_ms, end_ms)`` from time-sorted readings (which may begin before start).
+    """Conditions over ``[start_ms, end_ms)`` from time-sorted readings ``(time_ms, condition, ...)``.
 
     A reading's condition lasts until the next reading; if none comes within ``no_data_ms``, the unit is
-    ``no_data`` from the time its next report was due (``interval_ms`` after the last one).
+    ``no_data`` from the time its next report was due (``interval_ms`` after the last one). Readings may
+    begin before ``start_ms`` (context). This runs for every reading of every unit each cycle, so the
+    common case - the same condition as the reading before, no gap - costs one comparison.
     """
-    segments: list[Segment] = []
-    cursor = start_ms
-    for i, (t, condition) in enumerate(readings):
-        following = readings[i + 1][0] if i + 1 < len(readings) else None
+    spans: list[list[Any]] = []
+
+    def add(begin: int, until: int, condition: Condition) -> None:
+        begin, until = max(begin, start_ms), min(until, end_ms)
+        if until <= begin:
+            return
+        if spans and spans[-1][1] == begin and spans[-1][2] == condition:
+            spans[-1][1] = until
+        else:
+            spans.append([begin, until, condition])
+
+    run: Condition | None = None
+    run_start = last = start_ms
+    for reading in readings:
+        t, condition = reading[0], reading[1]
         if t >= end_ms:
             break
-        if t > cursor and not segments:
-            segments.append(Segment(cursor, min(t, end_ms), SILENT))  # nothing known before the first reading
-        until = following if following is not None else end_ms
-        if until - t > no_data_ms:
-            segments.append(Segment(t, min(t + interval_ms, end_ms), condition))
-            segments.append(Segment(t + interval_ms, min(until, end_ms), SILENT))
-        else:
-            segments.append(Segment(t, min(until, end_ms), condition))
-        cursor = min(until, end_ms)
-    if not segments:
-        segments.append(Segment(start_ms, end_ms, SILENT))
-    clipped = [Segment(max(s.start_ms, start_ms), min(s.end_ms, end_ms), s.condition) for s in segments]
-    return _merge(clipped)
+        if run is not None:
+            if t - last > no_data_ms:
+                add(run_start, last + interval_ms, run)
+                add(last + interval_ms, t, SILENT)
+            elif condition is run or condition == run:
+                last = t
+                continue
+            else:
+                add(run_start, t, run)
+        elif t > start_ms:
+            add(start_ms, t, SILENT)  # nothing known before the first reading
+        run, run_start, last = condition, t, t
+    if run is None:
+        return [Segment(start_ms, end_ms, SILENT)]
+    if end_ms - last > no_data_ms:
+        add(run_start, last + interval_ms, run)
+        add(last + interval_ms, end_ms, SILENT)
+    else:
+        add(run_start, end_ms, run)
+    return [Segment(a, b, c) for a, b, c in spans]
 
 
 def sustain(runs: Sequence[Segment], sustain_ms: int, prior: Condition | None = None) -> list[Segment]:
@@ -190,7 +222,7 @@ def sustain(runs: Sequence[Segment], sustain_ms: int, prior: Condition | None = 
 
 
 def timeline(
-    readings: Sequence[tuple[int, Condition]],
+    readings: Sequence[tuple[Any, ...]],
     start_ms: int,
     end_ms: int,
     *,
@@ -203,6 +235,10 @@ def timeline(
     return sustain(raw_segments(readings, start_ms, end_ms, interval_ms, no_data_ms), sustain_ms, prior)
 
 
+# Shared, never mutated: the seconds of a minute spent entirely in one state.
+_WHOLE_MINUTE: Final = {state: {s: (60.0 if s == state else 0.0) for s in STATES} for state in STATES}
+
+
 @dataclass(frozen=True, slots=True)
 class MinuteState:
     """One minute of one unit: the dominant condition and the seconds spent in each state."""
@@ -213,21 +249,32 @@ class MinuteState:
 
 
 def minutes(segments: Sequence[Segment], start_ms: int, end_ms: int) -> list[MinuteState]:
-    """Per-minute accounting of complete minutes in ``[start_ms, end_ms)`` (start on a minute boundary)."""
+    """Per-minute accounting of complete minutes in ``[start_ms, end_ms)`` (one sweep over the segments)."""
     out = []
     first = start_ms - start_ms % MINUTE_MS
+    k = 0
+    n = len(segments)
     for m in range(first, end_ms - MINUTE_MS + 1, MINUTE_MS):
+        m_end = m + MINUTE_MS
+        while k < n and segments[k].end_ms <= m:
+            k += 1
+        if k < n and segments[k].start_ms <= m and segments[k].end_ms >= m_end:  # the usual case: one segment
+            c = segments[k].condition
+            out.append(MinuteState(m, c, _WHOLE_MINUTE[c.state]))
+            continue
         seconds = dict.fromkeys(STATES, 0.0)
         longest: dict[Condition, int] = {}
-        for seg in segments:
-            overlap = min(seg.end_ms, m + MINUTE_MS) - max(seg.start_ms, m)
+        j = k
+        while j < n and segments[j].start_ms < m_end:
+            seg = segments[j]
+            overlap = min(seg.end_ms, m_end) - max(seg.start_ms, m)
             if overlap > 0:
                 seconds[seg.condition.state] += overlap / 1000
                 longest[seg.condition] = longest.get(seg.condition, 0) + overlap
-        if not longest:
-            continue
-        dominant = max(longest, key=lambda c: (longest[c], c.code))
-        out.append(MinuteState(m, dominant, seconds))
+            j += 1
+        if longest:
+            dominant = max(longest, key=lambda c: (longest[c], c.code))
+            out.append(MinuteState(m, dominant, seconds))
     return out
 
 

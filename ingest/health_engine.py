@@ -12,6 +12,7 @@ The engine holds no state that cannot be rebuilt from InfluxDB; it is one proces
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from devices.inventory import Inventory, Unit, load_inventory
-from devices.spec import MEASUREMENT_LATE_DATA, MEASUREMENT_TELEMETRY
+from devices.spec import LATE_AFTER_MS, MEASUREMENT_LATE_DATA, MEASUREMENT_TELEMETRY
 from ingest.alerts import Alerter, alert_for
 from ingest.errors import SinkError, SinkFatalError
 from ingest.health import (
@@ -50,6 +51,13 @@ MEASUREMENT_EVENT: Final = "unit_event"
 _FIELDS: Final = "purity_pct, flow_lpm, setpoint_lpm, outlet_kpa, temp_c, running, power, alarms, run_hours"
 _NS_PER_MS: Final = 1_000_000
 _SLICE_MS: Final = 3600_000
+
+
+Reading = tuple[int, Condition, float | None]  # (time ms, condition, run hours)
+
+
+def _time(reading: Reading) -> int:
+    return reading[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +120,10 @@ class HealthEngine:
         self.last_status: dict[str, UnitStatus] = {}
         self.alerter = alerter
         self._late_checked_ms: int | None = None
+        self._cache: dict[str, list[Reading]] = {}
+        self._cache_until: int | None = None
+        self._segments: dict[str, list[Segment]] = {}
+        self._written: dict[str, dict[int, Any]] = {}
         self.cycles = 0
         self.last_cycle_at = 0.0  # engine clock, seconds
         self.last_cycle_ms = 0.0
@@ -159,7 +171,24 @@ class HealthEngine:
 
     # --- evaluating ----------------------------------------------------------------------------------
 
-    def evaluate(
+    @property
+    def pad_ms(self) -> int:
+        """How far before a range readings are needed to know the state at its start."""
+        longest = max((u.spec.report_interval_s for u in self.inventory.units.values()), default=10)
+        return round(max(longest * 3, 60) * 1000)
+
+    def fetch(self, start_ms: int, end_ms: int, units: set[str] | None = None) -> dict[str, list[Reading]]:
+        """Classified readings per inventory unit, time-sorted: ``(time_ms, condition, run_hours)``."""
+        out: dict[str, list[Reading]] = {}
+        for unit_id, rows in self._readings(start_ms, end_ms, units).items():
+            unit = self.inventory.units.get(unit_id)
+            if unit is not None:
+                out[unit_id] = sorted(
+                    ((int(r["time"]), classify(r, unit.spec), r.get("run_hours")) for r in rows), key=_time
+                )
+        return out
+
+    def evaluate(  # noqa: C901, PLR0912 - one pass per unit: timeline, minutes, events, status
         self,
         start_ms: int,
         end_ms: int,
@@ -167,24 +196,27 @@ class HealthEngine:
         write_from_ms: int | None = None,
         priors: dict[str, Condition] | None = None,
         units: set[str] | None = None,
+        readings: dict[str, list[Reading]] | None = None,
+        only_changes: bool = False,
     ) -> Evaluation:
-        """Evaluate every inventory unit over ``[start_ms, end_ms)``; build lines for ``[write_from_ms, end_ms)``."""
+        """Evaluate every inventory unit over ``[start_ms, end_ms)``; build lines for ``[write_from_ms, end_ms)``.
+
+        ``readings`` may come from the engine's cache (cycles) instead of a query; ``only_changes`` skips
+        lines identical to what this engine already wrote (cycles rewrite a 15-minute window every 15 s,
+        and almost all of it is unchanged).
+        """
         write_from = start_ms if write_from_ms is None else write_from_ms
         priors = self.stored_priors(start_ms) if priors is None else priors
-        pad = (
-            max(max((u.spec.report_interval_s for u in self.inventory.units.values()), default=10) * 3, 60)
-            * 1000
-        )
-        readings = self._readings(start_ms - round(pad), end_ms, units)
+        if readings is None:
+            readings = self.fetch(start_ms - self.pad_ms, end_ms, units)
         result = Evaluation(start_ms, end_ms)
         for unit in self.inventory.units.values():
             if units is not None and unit.unit_id not in units:
                 continue
-            rows = sorted(readings.get(unit.unit_id, []), key=lambda r: r["time"])
-            conditions = [(int(r["time"]), classify(r, unit.spec)) for r in rows]
+            rows = readings.get(unit.unit_id, [])
             prior = priors.get(unit.unit_id)
             segments = timeline(
-                conditions,
+                rows,
                 start_ms,
                 end_ms,
                 interval_ms=round(unit.spec.report_interval_s * 1000),
@@ -192,35 +224,44 @@ class HealthEngine:
                 prior=prior,
             )
             result.segments[unit.unit_id] = segments
-            hours = [r["run_hours"] for r in rows if r.get("run_hours") is not None]
+            hours = [h for _, _, h in rows if h is not None]
             due = bool(hours) and max(hours) - unit.last_service_run_hours >= unit.spec.service_interval_h
             tags = _tags(unit)
+            written = self._written.setdefault(unit.unit_id, {}) if only_changes else None
             for minute in minutes(segments, write_from, end_ms):
                 c = minute.condition
-                fields = [
-                    f'state="{c.state}"',
-                    f'reason="{escape_field_string(c.reason)}"',
-                    f"code={c.code}i",
-                    f"in_spec={1 if c.state == 'in_spec' else 0}i",
-                    f"maintenance_due={'true' if due else 'false'}",
-                ]
-                fields += [f"{state}_s={seconds!r}" for state, seconds in minute.seconds.items()]
-                result.lines.append(
-                    f"{MEASUREMENT_STATE},{tags} {','.join(fields)} {minute.start_ms * _NS_PER_MS}"
+                if written is not None:
+                    key = (c, tuple(minute.seconds.values()), due)
+                    if written.get(minute.start_ms) == key:
+                        continue
+                    written[minute.start_ms] = key
+                fields = (
+                    f'state="{c.state}",reason="{escape_field_string(c.reason)}",code={c.code}i,'
+                    f"in_spec={1 if c.state == 'in_spec' else 0}i,maintenance_due={'true' if due else 'false'},"
+                    + ",".join(f"{state}_s={seconds!r}" for state, seconds in minute.seconds.items())
                 )
+                result.lines.append(f"{MEASUREMENT_STATE},{tags} {fields} {minute.start_ms * _NS_PER_MS}")
             for change in transitions(segments, prior):
                 if change.at_ms < write_from:
                     continue
-                result.lines.append(
+                line = (
                     f'{MEASUREMENT_EVENT},{tags} from="{change.before.state}",to="{change.after.state}",'
                     f'from_reason="{escape_field_string(change.before.reason)}",'
                     f'reason="{escape_field_string(change.after.reason)}",code={change.after.code}i '
                     f"{change.at_ms * _NS_PER_MS}"
                 )
-            last = segments[-1] if segments else None
-            if last is not None:
+                if written is not None:
+                    if written.get(-change.at_ms) == line:
+                        continue
+                    written[-change.at_ms] = line  # events keyed by negative time, beside the minutes
+                result.lines.append(line)
+            if written is not None:
+                for stale in [k for k in written if abs(k) < start_ms]:
+                    del written[stale]
+            if segments:
+                last = segments[-1]
                 result.status[unit.unit_id] = UnitStatus(
-                    unit, last.condition, last.start_ms, int(rows[-1]["time"]) if rows else None, due
+                    unit, last.condition, last.start_ms, rows[-1][0] if rows else None, due
                 )
         return result
 
@@ -269,14 +310,20 @@ class HealthEngine:
         return evaluation
 
     def cycle(self) -> Evaluation:
-        """One cycle: re-evaluate the trailing window up to now and write it."""
+        """One cycle: refresh the cached readings, re-evaluate the trailing window up to now, write changes."""
         self._reload_inventory()
         now_ms = int(self.clock() * 1000)
         start = now_ms - self.lookback_ms
         start -= start % MINUTE_MS
         started = time.perf_counter()
-        self._reevaluate_late(start, now_ms)
-        evaluation = self.evaluate(start, now_ms)
+        refetch = self._reevaluate_late(start, now_ms)
+        self._refresh_cache(start - self.pad_ms, now_ms, refetch)
+        # The state at the window's start: from the previous cycle when there was one, else from storage.
+        priors = None
+        if self._segments:
+            priors = {u: _condition_at(segs, start) for u, segs in self._segments.items() if segs}
+        evaluation = self.evaluate(start, now_ms, readings=self._cache, only_changes=True, priors=priors)
+        self._segments = evaluation.segments
         refused = self.write(evaluation.lines)
         self.last_status = evaluation.status
         self._alert(evaluation, now_ms)
@@ -291,12 +338,32 @@ class HealthEngine:
             units=len(evaluation.status),
             points=len(evaluation.lines),
             refused=refused,
-            ms=round((time.perf_counter() - started) * 1000),
+            ms=self.last_cycle_ms,
             **counts,
         )
         return evaluation
 
-    def _reevaluate_late(self, window_start_ms: int, now_ms: int) -> None:
+    def _refresh_cache(self, keep_from_ms: int, now_ms: int, refetch: set[str]) -> None:
+        """Fetch only what is new since the last cycle (plus the ingester's late margin), per unit.
+
+        Readings younger than LATE_AFTER_MS when they arrive are re-fetched next cycle anyway; older ones
+        come with a late_data marker and their unit is re-fetched whole (``refetch``).
+        """
+        fetch_from = keep_from_ms
+        if self._cache_until is not None:
+            fetch_from = max(keep_from_ms, self._cache_until - LATE_AFTER_MS)
+        fresh = self.fetch(fetch_from, now_ms)
+        if refetch:
+            fresh.update(self.fetch(keep_from_ms, now_ms, refetch))
+        for unit_id in set(self._cache) | set(fresh):
+            cached = self._cache.get(unit_id, [])
+            lo = bisect.bisect_left(cached, keep_from_ms, key=_time)
+            hi = bisect.bisect_left(cached, fetch_from, key=_time)
+            new = fresh.get(unit_id, [])
+            self._cache[unit_id] = new if unit_id in refetch else cached[lo:hi] + new
+        self._cache_until = now_ms
+
+    def _reevaluate_late(self, window_start_ms: int, now_ms: int) -> set[str]:
         """Re-evaluate history that late uploads (``late_data`` markers) changed, before the trailing window."""
         if self._late_checked_ms is None:
             # First cycle: catch up on uploads that arrived while the engine was not running.
@@ -308,12 +375,16 @@ class HealthEngine:
         )
         self._late_checked_ms = now_ms
         earliest: dict[str, int] = {}
+        refetch: set[str] = set()
         for row in rows:
             unit_id = row["unit_id"]
-            if unit_id in self.inventory.units and row["from_ms"] < window_start_ms:
+            if unit_id not in self.inventory.units:
+                continue
+            refetch.add(unit_id)
+            if row["from_ms"] < window_start_ms:
                 earliest[unit_id] = min(earliest.get(unit_id, row["from_ms"]), row["from_ms"])
         if not earliest:
-            return
+            return refetch
         began = min(earliest.values())
         self.evaluate_range(began, window_start_ms, units=set(earliest))
         log.info(
@@ -322,6 +393,7 @@ class HealthEngine:
             from_ms=began,
             hours=round((window_start_ms - began) / 3600_000, 2),
         )
+        return refetch
 
     def _alert(self, evaluation: Evaluation, now_ms: int) -> None:
         for unit_id, status in evaluation.status.items():
