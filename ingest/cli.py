@@ -69,8 +69,11 @@ def cli() -> None:
     default=None,
     help="Stop after this many seconds (default: run until signalled).",
 )
-def run(duration: float | None) -> None:
+@click.option("--with-health", is_flag=True, help="Also run the health engine (and its API) in this process.")
+def run(duration: float | None, with_health: bool) -> None:
     """Run the ingester: MQTT -> validation -> InfluxDB, until Ctrl-C/SIGTERM."""
+    import threading  # noqa: PLC0415
+
     from ingest.logs import configure_logging  # noqa: PLC0415 - keep --help fast
     from ingest.pipeline import build_ingester  # noqa: PLC0415
 
@@ -79,6 +82,13 @@ def run(duration: float | None) -> None:
     stop = _stop_on_signals()
     try:
         ingester = build_ingester(settings)
+        if with_health:
+            # Single-machine setups: one process. The engine only reads what is stored, so it behaves
+            # exactly as `oxyfleet health` would next to the ingester.
+            engine = _engine(settings, writing=True)
+            if settings.health.api_port:
+                _serve_api(engine, settings)
+            threading.Thread(target=engine.run, args=(stop, duration), name="health", daemon=True).start()
         ingester.run(stop, duration)
     except (SinkFatalError, SourceAuthError) as exc:
         _fail(str(exc), EXIT_FATAL)

@@ -208,12 +208,17 @@ def sustain(runs: Sequence[Segment], sustain_ms: int, prior: Condition | None = 
     """Absorb runs shorter than ``sustain_ms`` into the state around them; long runs count from their start.
 
     ``prior`` is the state in force before the range (from the stored timeline): a first run equal to it
-    is a continuation, and a short first run is absorbed into it. The last run, if still shorter than the
-    window, is pending and absorbed too; a later evaluation books it from its start once it has lasted.
+    is a continuation, and a short first run is absorbed into it. Without a prior, short runs at the start
+    take the state of the first lasting run (nothing is known before it, and a blip is not an episode).
+    The last run, if still shorter than the window, is pending and absorbed too; a later evaluation books
+    it from its start once it has lasted.
     """
     out: list[Segment] = []
     current = prior
-    for run in _merge(runs):
+    merged = _merge(runs)
+    if current is None:
+        current = next((r.condition for r in merged if r.duration_ms >= sustain_ms), None)
+    for run in merged:
         lasting = run.duration_ms >= sustain_ms or (not out and run.condition == prior)
         if lasting or current is None:
             current = run.condition

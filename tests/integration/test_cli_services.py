@@ -104,3 +104,41 @@ def test_run_without_influxdb_exits_1_and_says_so(services) -> None:
     )
     assert result.returncode == 1
     assert "is InfluxDB running at http://127.0.0.1:9" in result.stderr
+
+
+def test_run_with_health_serves_the_api(settings_for, unique, influx, tmp_path) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = env_for(settings_for(f"withhealth-{unique}"))
+    env.update(
+        {
+            "OXYFLEET_HEALTH__API_PORT": str(port),
+            "OXYFLEET_HEALTH__CYCLE_S": "1",
+            "OXYFLEET_HEALTH__ALERTS_MQTT": "false",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run", "--with-health", "--duration", "15"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 12
+        answer = None
+        while time.monotonic() < deadline and answer is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    answer = (resp.status, json.loads(resp.read()))
+            except OSError:
+                time.sleep(0.3)
+        assert answer is not None and answer[0] == 200 and answer[1]["units"] > 0, answer
+    finally:
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err

@@ -145,6 +145,13 @@ def test_engine_matches_ground_truth_and_survives_restart(
         began = fault["crosses_90_ms"] if fault["fault"] == "sieve_wear" else fault["start_ms"]
         # Booked from its start (within one reporting interval), not from when the sustain window ended.
         assert abs(raised[0]["time"] - began) <= unit.spec.report_interval_s * 1000 + 1000, (fault, raised[0])
+        if fault["fault"] == "sieve_wear":  # both thresholds: below 90 %, then below 82 % when scheduled
+            critical = [e for e in events if e["reason"] == "purity_critical"]
+            assert (
+                critical
+                and abs(critical[0]["time"] - fault["crosses_82_ms"])
+                <= unit.spec.report_interval_s * 1000 + 1000
+            ), (fault, events)
         assert any(e["to"] == "in_spec" and e["time"] >= fault["end_ms"] - 1000 for e in events), (
             fault,
             events,

@@ -238,3 +238,15 @@ def test_a_late_upload_is_reevaluated(
     )
     engine.cycle()
     assert no_data_h() == pytest.approx(0.0, abs=0.01)
+
+
+def test_status_cli(engine, influx, monkeypatch) -> None:
+    monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
+    monkeypatch.setenv("OXYFLEET_INVENTORY_FILE", str(engine.inventory_path))
+    result = CliRunner().invoke(cli, ["status"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()[1:-1]]
+    assert [r[0] for r in rows] == [SILENT_UNIT, LOW_UNIT, OK_UNIT]
+    assert "purity_low" in result.output and result.output.strip().endswith("3 units")
+    only = CliRunner().invoke(cli, ["status", "--state", "underperforming"])
+    assert [line.split()[0] for line in only.output.splitlines()[1:-1]] == [LOW_UNIT]

@@ -37,14 +37,23 @@ def test_every_variable_named_in_the_docs_exists(doc: str) -> None:
     assert unknown == set()
 
 
-def test_compose_ingester_environment_is_valid_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("service", ["ingester", "health"])
+def test_compose_oxyfleet_environments_are_valid_configuration(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    env = compose["services"]["ingester"]["environment"]
+    env = compose["services"][service]["environment"]
     for key in list(os.environ):
         if key.startswith("OXYFLEET_"):
             monkeypatch.delenv(key)
     for key, value in env.items():
-        monkeypatch.setenv(key, re.sub(r"\$\{[^}]+\}", "compose-substituted", str(value)))
+        text = str(value)
+        if key == "OXYFLEET_INVENTORY_FILE":  # a path inside the image; the sample is the same file
+            assert text == "/app/devices/inventory.csv"
+            text = str(ROOT / "devices" / "inventory.csv")
+        # ${VAR:-default} takes its default here; ${VAR:?message} stands for a value from .env.
+        text = re.sub(r"\$\{[^}:]+:-([^}]*)\}", r"\1", text)
+        monkeypatch.setenv(key, re.sub(r"\$\{[^}]+\}", "compose-substituted", text))
     settings = Settings(_env_file=None)
     assert settings.influx.api == "v2"
     assert (

@@ -120,3 +120,8 @@ def test_minutes_split_seconds_and_pick_the_dominant_state() -> None:
 def test_availability_excludes_off() -> None:
     assert availability({"in_spec": 50, "underperforming": 25, "no_data": 25, "off": 1000}) == 0.5
     assert availability({"off": 60}) is None
+
+
+def test_without_a_prior_a_short_start_takes_the_first_lasting_state() -> None:
+    readings = every(10 * S, 30 * S, 10 * M)  # first reading 30 s into the range
+    assert timeline(readings, 0, 10 * M, interval_ms=10 * S) == [Segment(0, 10 * M, OK)]
