@@ -41,7 +41,7 @@ MEASUREMENT_STATS: Final = "oxyfleet_ingest"
 # Written by the ingester when a message carries readings older than LATE_AFTER_MS (a late upload), so the
 # health engine knows which unit and time range to re-evaluate without scanning history.
 MEASUREMENT_LATE_DATA: Final = "late_data"
-LATE_AFTER_MS: Final = 60_000
+LATE_AFTER_MS: Final = 30_000
 
 # Tag value for units that are not in the inventory (the inventory arrives with the devices issue).
 UNREGISTERED: Final = "unregistered"

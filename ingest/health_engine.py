@@ -13,9 +13,10 @@ The engine holds no state that cannot be rebuilt from InfluxDB; it is one proces
 from __future__ import annotations
 
 import bisect
+import functools
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
@@ -82,6 +83,7 @@ class Evaluation:
     lines: list[str] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=200_000)
 def _tags(unit: Unit) -> str:
     pairs = {
         "hospital": unit.hospital,
@@ -317,13 +319,8 @@ class HealthEngine:
         start -= start % MINUTE_MS
         started = time.perf_counter()
         refetch = self._reevaluate_late(start, now_ms)
-        self._refresh_cache(start - self.pad_ms, now_ms, refetch)
-        # The state at the window's start: from the previous cycle when there was one, else from storage.
-        priors = None
-        if self._segments:
-            priors = {u: _condition_at(segs, start) for u, segs in self._segments.items() if segs}
-        evaluation = self.evaluate(start, now_ms, readings=self._cache, only_changes=True, priors=priors)
-        self._segments = evaluation.segments
+        changed_from = self._refresh_cache(start - self.pad_ms, now_ms, refetch)
+        evaluation = self._evaluate_window(start, now_ms, changed_from, refetch)
         refused = self.write(evaluation.lines)
         self.last_status = evaluation.status
         self._alert(evaluation, now_ms)
@@ -343,25 +340,86 @@ class HealthEngine:
         )
         return evaluation
 
-    def _refresh_cache(self, keep_from_ms: int, now_ms: int, refetch: set[str]) -> None:
+    def _evaluate_window(self, start: int, now_ms: int, changed_from: int, refetch: set[str]) -> Evaluation:
+        """The trailing window, evaluated only as far back as new readings can change anything.
+
+        Before ``changed_from - sustain - 2 x no-data limit`` the previous cycle's states are final (a
+        pending condition is shorter than the sustain window), so steady cycles evaluate a few minutes per
+        unit instead of the whole window and splice the result onto what they had. The first cycle, and
+        units whose older readings changed (late uploads), get the whole window.
+        """
+        if not self._segments:
+            priors = None
+            evaluation = self.evaluate(start, now_ms, readings=self._cache, only_changes=True, priors=priors)
+            self._segments = evaluation.segments
+            return evaluation
+        tail_from = changed_from - self.sustain_ms - 2 * self.pad_ms
+        tail_from = max(start, tail_from - tail_from % MINUTE_MS)
+        others = None if not refetch else set(self.inventory.units) - refetch
+        context = tail_from - self.pad_ms
+        views = {u: rows[bisect.bisect_left(rows, context, key=_time) :] for u, rows in self._cache.items()}
+        priors = {u: _condition_at(segs, tail_from) for u, segs in self._segments.items() if segs}
+        evaluation = self.evaluate(
+            tail_from, now_ms, readings=views, only_changes=True, priors=priors, units=others
+        )
+        if refetch:
+            whole = {
+                u: _condition_at(segs, start) for u, segs in self._segments.items() if segs and u in refetch
+            }
+            full = self.evaluate(
+                start, now_ms, readings=self._cache, only_changes=True, priors=whole, units=refetch
+            )
+            evaluation.lines += full.lines
+            evaluation.status.update(full.status)
+            evaluation.segments.update(full.segments)
+        for unit_id, tail in evaluation.segments.items():
+            if unit_id in refetch:
+                self._segments[unit_id] = tail
+                continue
+            head = [
+                Segment(g.start_ms, min(g.end_ms, tail_from), g.condition)
+                for g in self._segments.get(unit_id, [])
+                if g.start_ms < tail_from and g.end_ms > start
+            ]
+            spliced = _splice(head, tail)
+            self._segments[unit_id] = spliced
+            status = evaluation.status.get(unit_id)
+            if status is not None and spliced:
+                evaluation.status[unit_id] = replace(status, since_ms=spliced[-1].start_ms)
+        evaluation.segments = self._segments
+        return evaluation
+
+    def _refresh_cache(self, keep_from_ms: int, now_ms: int, refetch: set[str]) -> int:
         """Fetch only what is new since the last cycle (plus the ingester's late margin), per unit.
 
-        Readings younger than LATE_AFTER_MS when they arrive are re-fetched next cycle anyway; older ones
-        come with a late_data marker and their unit is re-fetched whole (``refetch``).
+        Readings younger than LATE_AFTER_MS when they arrive are re-fetched next cycle anyway (and not
+        classified again); older ones come with a late_data marker and their unit is re-fetched whole
+        (``refetch``). Returns the time from which readings may have changed.
         """
         fetch_from = keep_from_ms
         if self._cache_until is not None:
             fetch_from = max(keep_from_ms, self._cache_until - LATE_AFTER_MS)
-        fresh = self.fetch(fetch_from, now_ms)
+        fresh = self._readings(fetch_from, now_ms)
         if refetch:
-            fresh.update(self.fetch(keep_from_ms, now_ms, refetch))
+            fresh.update(self._readings(keep_from_ms, now_ms, refetch))
         for unit_id in set(self._cache) | set(fresh):
+            unit = self.inventory.units.get(unit_id)
+            if unit is None:
+                self._cache.pop(unit_id, None)
+                continue
             cached = self._cache.get(unit_id, [])
             lo = bisect.bisect_left(cached, keep_from_ms, key=_time)
-            hi = bisect.bisect_left(cached, fetch_from, key=_time)
-            new = fresh.get(unit_id, [])
-            self._cache[unit_id] = new if unit_id in refetch else cached[lo:hi] + new
+            split = keep_from_ms if unit_id in refetch else fetch_from
+            hi = bisect.bisect_left(cached, split, key=_time)
+            known = {r[0]: r for r in cached[hi:]}
+            new = []
+            for row in fresh.get(unit_id, []):
+                t = int(row["time"])
+                new.append(known.get(t) or (t, classify(row, unit.spec), row.get("run_hours")))
+            new.sort(key=_time)
+            self._cache[unit_id] = cached[lo:hi] + new
         self._cache_until = now_ms
+        return fetch_from
 
     def _reevaluate_late(self, window_start_ms: int, now_ms: int) -> set[str]:
         """Re-evaluate history that late uploads (``late_data`` markers) changed, before the trailing window."""
@@ -414,6 +472,16 @@ class HealthEngine:
             except SinkError as exc:
                 log.warning("health.cycle_failed", error=str(exc), note="retrying next cycle")
             stop.wait(max(0.0, self.cycle_s - (time.monotonic() - began)))
+
+
+def _splice(head: list[Segment], tail: list[Segment]) -> list[Segment]:
+    out = [g for g in head if g.end_ms > g.start_ms]
+    for seg in tail:
+        if out and out[-1].condition == seg.condition and out[-1].end_ms == seg.start_ms:
+            out[-1] = Segment(out[-1].start_ms, seg.end_ms, seg.condition)
+        else:
+            out.append(seg)
+    return out
 
 
 def _condition_at(segments: list[Segment], at_ms: int) -> Condition:
