@@ -102,9 +102,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 evaluation = engine.cycle()
                 timings.append(time.perf_counter() - t0)
-        states: dict[str, int] = {}
-        for s in evaluation.status.values():
-            states[s.condition.state] = states.get(s.condition.state, 0) + 1
+        states = evaluation.state_counts()
         cpu = next(
             (
                 line.split(":", 1)[1].strip()

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from ingest.errors import SinkError
-from ingest.health_engine import MEASUREMENT_EVENT, uptime_report
+from ingest.health_engine import MEASUREMENT_EVENT, state_counts, uptime_report
 
 if TYPE_CHECKING:
     from ingest.health_engine import HealthEngine, UnitStatus
@@ -216,10 +216,8 @@ def create_app(engine: HealthEngine, reader: InfluxQL) -> FastAPI:  # noqa: C901
             f"oxyfleet_health_last_cycle_ms {engine.last_cycle_ms}",
             f"oxyfleet_health_last_cycle_timestamp_seconds {engine.last_cycle_at}",
         ]
-        counts: dict[str, int] = {}
-        for s in engine.last_status.values():
-            counts[s.condition.state] = counts.get(s.condition.state, 0) + 1
-        lines += [f'oxyfleet_health_units{{state="{state}"}} {n}' for state, n in sorted(counts.items())]
+        counts = state_counts(engine.last_status.values())
+        lines += [f'oxyfleet_health_units{{state="{state}"}} {n}' for state, n in counts.items()]
         return "\n".join(lines) + "\n"
 
     return app

@@ -623,9 +623,7 @@ def health(once: bool, since: str, duration: float | None) -> None:
         if once:
             now_ms = int(time.time() * 1000)
             evaluation = engine.evaluate_range(_since_ms(since), now_ms)
-            counts: dict[str, int] = {}
-            for status in evaluation.status.values():
-                counts[status.condition.state] = counts.get(status.condition.state, 0) + 1
+            counts = evaluation.state_counts()
             click.echo(
                 f"evaluated {len(evaluation.status)} units from {since} ago: "
                 + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

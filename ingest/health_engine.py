@@ -27,6 +27,7 @@ from ingest.alerts import Alerter, alert_for
 from ingest.errors import SinkError, SinkFatalError
 from ingest.health import (
     MINUTE_MS,
+    STATES,
     Condition,
     Segment,
     classify,
@@ -38,12 +39,13 @@ from ingest.lineproto import escape_field_string, escape_tag
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Iterable
     from pathlib import Path
 
     from ingest.query_influx import InfluxQL
     from ingest.sink_influx import InfluxSink
 
-__all__ = ["Evaluation", "HealthEngine", "UnitStatus", "uptime_report", "uptime_rows"]
+__all__ = ["Evaluation", "HealthEngine", "UnitStatus", "state_counts", "uptime_report", "uptime_rows"]
 
 log = structlog.get_logger("ingest.health")
 
@@ -81,6 +83,18 @@ class Evaluation:
     segments: dict[str, list[Segment]] = field(default_factory=dict)
     status: dict[str, UnitStatus] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+
+    def state_counts(self) -> dict[str, int]:
+        """How many units are in each state at the end of the range."""
+        return state_counts(self.status.values())
+
+
+def state_counts(statuses: Iterable[UnitStatus]) -> dict[str, int]:
+    """How many of ``statuses`` are in each state."""
+    counts: dict[str, int] = defaultdict(int)
+    for status in statuses:
+        counts[status.condition.state] += 1
+    return dict(sorted(counts.items()))
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -327,9 +341,7 @@ class HealthEngine:
         self.cycles += 1
         self.last_cycle_at = now_ms / 1000
         self.last_cycle_ms = round((time.perf_counter() - started) * 1000, 1)
-        counts: dict[str, int] = defaultdict(int)
-        for status in evaluation.status.values():
-            counts[status.condition.state] += 1
+        counts = evaluation.state_counts()
         log.info(
             "health.cycle",
             units=len(evaluation.status),
@@ -509,15 +521,10 @@ def uptime_rows(
         where += f" AND hospital = {_literal(hospital)}"
     if province:
         where += f" AND province = {_literal(province)}"
-    sums = ", ".join(
-        f"sum({s}_s) AS {s}" for s in ("in_spec", "underperforming", "power_failure", "no_data", "off")
-    )
+    sums = ", ".join(f"sum({s}_s) AS {s}" for s in STATES)
     return reader.rows(
         f"SELECT {sums} FROM {MEASUREMENT_STATE} WHERE {where} GROUP BY unit_id, hospital, province"  # noqa: S608 - literals escaped
     )
-
-
-_STATE_NAMES: Final = ("in_spec", "underperforming", "power_failure", "no_data", "off")
 
 
 def uptime_report(
@@ -539,7 +546,7 @@ def uptime_report(
     hospitals: dict[str, dict[str, Any]] = {}
     rows = uptime_rows(reader, since_ms, until_ms, hospital=hospital, province=province)
     for row in sorted(rows, key=lambda r: (r["hospital"], r["unit_id"])):
-        seconds = {s: float(row.get(s) or 0.0) for s in _STATE_NAMES}
+        seconds = {s: float(row.get(s) or 0.0) for s in STATES}
         units.append(
             {
                 "level": "unit",
@@ -556,10 +563,10 @@ def uptime_report(
                 "hospital": row["hospital"],
                 "province": row["province"],
                 "unit_id": "",
-                **dict.fromkeys(_STATE_NAMES, 0.0),
+                **dict.fromkeys(STATES, 0.0),
             },
         )
-        for state in _STATE_NAMES:
+        for state in STATES:
             total[state] += seconds[state]
     records = []
     for rec in [*units, *hospitals.values()]:
@@ -568,7 +575,7 @@ def uptime_report(
             {
                 **{k: rec[k] for k in ("level", "hospital", "province", "unit_id")},
                 "availability_pct": None if share is None else round(share * 100, 2),
-                **{f"{state}_h": round(rec[state] / 3600, 3) for state in _STATE_NAMES},
+                **{f"{state}_h": round(rec[state] / 3600, 3) for state in STATES},
             }
         )
     return records
