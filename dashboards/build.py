@@ -1,0 +1,223 @@
+"""Build the Grafana dashboards of oxyfleet as JSON (``python dashboards/build.py``; ``--check`` to verify).
+
+The committed files in ``dashboards/json/`` are what Grafana loads; a test fails when they differ from
+what this script builds, and another runs every query in them against a real InfluxDB. Queries are
+InfluxQL (InfluxDB 1.x, 2.x and 3 Core all serve it) and use only the measurement and field names the
+ingester and the health engine write (see dashboards/README.md).
+
+Template variables chain province -> hospital -> kind -> unit; every query filters on all four, so a
+technician narrows the fleet down to one ward's units.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DATASOURCE = {"type": "influxdb", "uid": "oxyfleet-influxdb"}
+FILTER = (
+    "province =~ /^$province$/ AND hospital =~ /^$hospital$/ AND kind =~ /^$kind$/ AND unit_id =~ /^$unit$/"
+)
+# Current state = the last minute the engine wrote; 5 minutes covers its cycle and the minute boundary.
+LIVE = "time > now() - 5m"
+STATES = ("in_spec", "underperforming", "power_failure", "no_data", "off")
+
+
+def variable(name: str, label: str, query: str) -> dict[str, Any]:
+    """A multi-value query variable with 'All' (Grafana turns it into a regex alternation)."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": query,
+        "refresh": 2,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "sort": 1,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    }
+
+
+def target(ref: str, query: str, alias: str = "", fmt: str = "time_series") -> dict[str, Any]:
+    """One raw InfluxQL query of a panel."""
+    out: dict[str, Any] = {
+        "refId": ref,
+        "datasource": DATASOURCE,
+        "rawQuery": True,
+        "query": query,
+        "resultFormat": fmt,
+    }
+    if alias:
+        out["alias"] = alias
+    return out
+
+
+def panel(
+    pid: int,
+    title: str,
+    kind: str,
+    grid: tuple[int, int, int, int],
+    targets: list[dict[str, Any]],
+    **extra: Any,  # noqa: ANN401 - Grafana panel options are free-form
+) -> dict[str, Any]:
+    """A panel at grid (x, y, w, h)."""
+    x, y, w, h = grid
+    return {
+        "id": pid,
+        "title": title,
+        "type": kind,
+        "datasource": DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "targets": targets,
+        **extra,
+    }
+
+
+def fleet_overview() -> dict[str, Any]:
+    """Fleet overview: units by state, the worst units first, maintenance due, purity and flow spread."""
+    current = (
+        f"SELECT last(state) AS state, last(reason) AS reason, last(code) AS code, "
+        f"last(maintenance_due) AS maintenance_due FROM unit_state WHERE {LIVE} AND {FILTER} "
+        f"GROUP BY unit_id, hospital"
+    )
+    by_state = [
+        target(chr(65 + i), f"SELECT count(code) FROM ({current}) WHERE state = '{state}'", alias=state)
+        for i, state in enumerate(STATES)
+    ]
+    problems = target(
+        "A",
+        f"SELECT state, reason, code FROM ({current}) WHERE state != 'in_spec' AND state != 'off' "
+        "GROUP BY unit_id, hospital",
+        fmt="table",
+    )
+    last_values = target(
+        "B",
+        f"SELECT last(purity_pct) AS purity_pct, last(flow_lpm) AS flow_lpm FROM telemetry "
+        f"WHERE $timeFilter AND {FILTER} GROUP BY unit_id, hospital",
+        fmt="table",
+    )
+    maintenance = target(
+        "A",
+        f"SELECT maintenance_due FROM ({current}) WHERE maintenance_due = true GROUP BY unit_id, hospital",
+        fmt="table",
+    )
+    purity = target(
+        "A",
+        f"SELECT last(purity_pct) FROM telemetry WHERE $timeFilter AND {FILTER} GROUP BY unit_id",
+        fmt="table",
+    )
+    flow = target(
+        "A",
+        f"SELECT mean(flow_lpm) FROM telemetry WHERE $timeFilter AND {FILTER} "
+        "GROUP BY time($__interval), unit_id fill(none)",
+        alias="$tag_unit_id",
+    )
+    return {
+        "uid": "oxyfleet-fleet-overview",
+        "title": "oxyfleet - Fleet overview",
+        "tags": ["oxyfleet"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                variable("province", "Province", 'SHOW TAG VALUES FROM unit_state WITH KEY = "province"'),
+                variable(
+                    "hospital",
+                    "Hospital",
+                    'SHOW TAG VALUES FROM unit_state WITH KEY = "hospital" WHERE province =~ /^$province$/',
+                ),
+                variable(
+                    "kind",
+                    "Kind",
+                    'SHOW TAG VALUES FROM unit_state WITH KEY = "kind" '
+                    "WHERE province =~ /^$province$/ AND hospital =~ /^$hospital$/",
+                ),
+                variable(
+                    "unit",
+                    "Unit",
+                    'SHOW TAG VALUES FROM unit_state WITH KEY = "unit_id" WHERE '
+                    "province =~ /^$province$/ AND hospital =~ /^$hospital$/ AND kind =~ /^$kind$/",
+                ),
+            ]
+        },
+        "panels": [
+            panel(
+                1,
+                "Units by state (now)",
+                "stat",
+                (0, 0, 24, 4),
+                by_state,
+                options={"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background"},
+            ),
+            panel(
+                2,
+                "Underperforming and silent units, worst first",
+                "table",
+                (0, 4, 16, 10),
+                [problems, last_values],
+                transformations=[
+                    {"id": "merge"},
+                    {
+                        "id": "filterByValue",
+                        "options": {
+                            "filters": [{"fieldName": "state", "config": {"id": "isNotNull"}}],
+                            "type": "include",
+                            "match": "any",
+                        },
+                    },
+                    {"id": "sortBy", "options": {"sort": [{"field": "code", "desc": True}]}},
+                ],
+            ),
+            panel(3, "Maintenance due", "table", (16, 4, 8, 10), [maintenance]),
+            panel(
+                4,
+                "Purity across the fleet (last reading per unit)",
+                "histogram",
+                (0, 14, 12, 8),
+                [purity],
+                options={"bucketSize": 1},
+            ),
+            panel(
+                5,
+                "Flow per unit",
+                "timeseries",
+                (12, 14, 12, 8),
+                [flow],
+                fieldConfig={"defaults": {"unit": "L/min"}, "overrides": []},
+            ),
+        ],
+    }
+
+
+DASHBOARDS = {"fleet-overview.json": fleet_overview}
+
+
+def render() -> dict[str, str]:
+    """File name -> JSON text, as committed."""
+    return {name: json.dumps(build(), indent=2, sort_keys=True) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def main() -> None:
+    """Write dashboards/json/*.json, or with --check fail when they are stale."""
+    stale = []
+    for name, text in render().items():
+        path = HERE / "json" / name
+        if "--check" in sys.argv:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        sys.exit(f"stale dashboards (run python dashboards/build.py): {', '.join(stale)}")
+
+
+if __name__ == "__main__":
+    main()
