@@ -199,21 +199,238 @@ def fleet_overview() -> dict[str, Any]:
 
 DASHBOARDS = {"fleet-overview.json": fleet_overview}
 
+# --- alert rules (Grafana file provisioning) ---------------------------------------------------------
+
+PER_UNIT = "GROUP BY unit_id, hospital"
+
+
+def _state_query(state: str) -> str:
+    # A silent unit has no telemetry series, so unit state rules read the health engine's unit_state,
+    # where "no_data" is a value like any other.
+    return (
+        f"SELECT count(code) FROM (SELECT last(state) AS state, last(code) AS code FROM unit_state "
+        f"WHERE $timeFilter {PER_UNIT}) WHERE state = '{state}' {PER_UNIT}"
+    )
+
+
+# (uid, title, query, window s, reducer, comparison, threshold, for, severity, no-data state, what to check)
+RULES: list[tuple[str, str, str, int, str, str, float, str, str, str, str]] = [
+    (
+        "oxyfleet-purity-critical",
+        "Oxygen purity critical (below 82 %)",
+        f"SELECT mean(purity_pct) FROM telemetry WHERE $timeFilter AND running = true {PER_UNIT}",
+        180,
+        "last",
+        "lt",
+        82.0,
+        "2m",
+        "critical",
+        "OK",
+        (
+            "Purity below the 82 % alarm level: patients are not getting medical oxygen. Switch them to another "
+            "source now, then check sieve beds, intake filter and compressor."
+        ),
+    ),
+    (
+        "oxyfleet-purity-low",
+        "Oxygen purity low (below 90 %)",
+        f"SELECT mean(purity_pct) FROM telemetry WHERE $timeFilter AND running = true {PER_UNIT}",
+        180,
+        "last",
+        "lt",
+        90.0,
+        "5m",
+        "warning",
+        "OK",
+        (
+            "Purity below 90 %, the lower edge of medical oxygen: sieve beds wearing or a clogged intake filter. "
+            "Plan service before it falls below 82 %."
+        ),
+    ),
+    (
+        "oxyfleet-low-flow",
+        "Flow below 80 % of the setpoint",
+        f"SELECT mean(flow_lpm) / mean(setpoint_lpm) FROM telemetry WHERE $timeFilter AND running = true {PER_UNIT}",
+        180,
+        "last",
+        "lt",
+        0.8,
+        "2m",
+        "warning",
+        "OK",
+        "Delivered flow well below the setpoint: check tubing for kinks, the humidifier bottle and the flow meter.",
+    ),
+    (
+        "oxyfleet-unit-silent",
+        "Unit silent (no data)",
+        _state_query("no_data"),
+        300,
+        "last",
+        "gt",
+        0.0,
+        "1m",
+        "warning",
+        "OK",
+        (
+            "Nothing received from the unit: check its power, the telemetry module and the site's network. "
+            "A silent unit may still be delivering oxygen."
+        ),
+    ),
+    (
+        "oxyfleet-power-failure",
+        "Unit power failure",
+        _state_query("power_failure"),
+        300,
+        "last",
+        "gt",
+        0.0,
+        "1m",
+        "critical",
+        "OK",
+        "The unit lost mains power and is not producing oxygen: check the supply; patients may need cylinders.",
+    ),
+    (
+        "oxyfleet-ingester-stalled",
+        "Ingester stalled (no writes)",
+        "SELECT count(messages_received) FROM oxyfleet_ingest WHERE $timeFilter",
+        120,
+        "last",
+        "lt",
+        1.0,
+        "2m",
+        "critical",
+        "Alerting",
+        (
+            "The ingester has written nothing (not even its own counters) for two minutes: check `oxyfleet check`, "
+            "the ingester's log, the broker and InfluxDB. Devices' messages wait in the broker meanwhile."
+        ),
+    ),
+]
+
+
+def _rule(
+    uid: str,
+    title: str,
+    query: str,
+    window: int,
+    reducer: str,
+    op: str,
+    threshold: float,
+    hold: str,
+    severity: str,
+    no_data: str,
+    check: str,
+) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "condition": "C",
+        "data": [
+            {
+                "refId": "A",
+                "relativeTimeRange": {"from": window, "to": 0},
+                "datasourceUid": DATASOURCE["uid"],
+                "model": {"refId": "A", "rawQuery": True, "query": query, "resultFormat": "time_series"},
+            },
+            {
+                "refId": "B",
+                "datasourceUid": "__expr__",
+                "model": {"refId": "B", "type": "reduce", "expression": "A", "reducer": reducer},
+            },
+            {
+                "refId": "C",
+                "datasourceUid": "__expr__",
+                "model": {
+                    "refId": "C",
+                    "type": "threshold",
+                    "expression": "B",
+                    "conditions": [{"evaluator": {"type": op, "params": [threshold]}}],
+                },
+            },
+        ],
+        "noDataState": no_data,
+        "execErrState": "Error",
+        "for": hold,
+        "labels": {"severity": severity, "team": "oxyfleet"},
+        "annotations": {
+            "summary": f"{title}: {{{{ $labels.unit_id }}}} at {{{{ $labels.hospital }}}}",
+            "description": check,
+        },
+    }
+
+
+def alert_rules() -> dict[str, Any]:
+    """The alert rule group; per-unit rules fire one alert instance per unit (labels unit_id, hospital)."""
+    return {
+        "apiVersion": 1,
+        "groups": [
+            {
+                "orgId": 1,
+                "name": "oxyfleet",
+                "folder": "oxyfleet",
+                "interval": "1m",
+                "rules": [_rule(*r) for r in RULES],
+            }
+        ],
+    }
+
+
+def contact_points() -> dict[str, Any]:
+    """Contact points and the notification policy, driven by environment variables of Grafana's container."""
+    return {
+        "apiVersion": 1,
+        "contactPoints": [
+            {
+                "orgId": 1,
+                "name": "oxyfleet-oncall",
+                "receivers": [
+                    {
+                        "uid": "oxyfleet-webhook",
+                        "type": "webhook",
+                        "settings": {"url": "${OXYFLEET_ALERT_WEBHOOK_URL}", "httpMethod": "POST"},
+                    },
+                    {
+                        "uid": "oxyfleet-email",
+                        "type": "email",
+                        "settings": {"addresses": "${OXYFLEET_ALERT_EMAILS}"},
+                    },
+                ],
+            }
+        ],
+        "policies": [
+            {
+                "orgId": 1,
+                "receiver": "oxyfleet-oncall",
+                "group_by": ["alertname", "hospital"],
+                "group_wait": "30s",
+                "group_interval": "5m",
+                "repeat_interval": "4h",
+            }
+        ],
+    }
+
 
 def render() -> dict[str, str]:
-    """File name -> JSON text, as committed."""
-    return {name: json.dumps(build(), indent=2, sort_keys=True) + "\n" for name, build in DASHBOARDS.items()}
+    """Path below dashboards/ -> text, as committed (JSON; provisioning YAML is JSON too, which YAML reads)."""
+    files = {
+        f"json/{name}": json.dumps(build(), indent=2, sort_keys=True) + "\n"
+        for name, build in DASHBOARDS.items()
+    }
+    files["provisioning/alerting/rules.yaml"] = json.dumps(alert_rules(), indent=2) + "\n"
+    files["provisioning/alerting/contact-points.yaml"] = json.dumps(contact_points(), indent=2) + "\n"
+    return files
 
 
 def main() -> None:
     """Write dashboards/json/*.json, or with --check fail when they are stale."""
     stale = []
     for name, text in render().items():
-        path = HERE / "json" / name
+        path = HERE / name
         if "--check" in sys.argv:
             if not path.exists() or path.read_text() != text:
                 stale.append(name)
         else:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     if stale:
         sys.exit(f"stale dashboards (run python dashboards/build.py): {', '.join(stale)}")

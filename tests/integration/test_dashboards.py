@@ -69,7 +69,7 @@ def fleet(start_ingester, influx, prefix, settings_for, tmp_path: Path, wait_for
     units = units_from_inventory(inventory, 12, random.Random(4))
     path = tmp_path / "inventory.csv"
     path.write_text(write_inventory(inventory.units[u.unit_id] for u in units))
-    start_ingester(inventory_file=path)
+    running = start_ingester(inventory_file=path)
     settings = settings_for("dash-pub")
     publisher = FleetPublisher(settings.mqtt.host, settings.mqtt.port)
     sim = Simulator(
@@ -92,6 +92,7 @@ def fleet(start_ingester, influx, prefix, settings_for, tmp_path: Path, wait_for
         ),
         timeout=60,
     )
+    running.ingester.pipeline.write_stats()  # what the ingester does every 10 s in production
     engine = HealthEngine(influx, InfluxSink(make_transport(settings.influx)), path)
     now = int(time.time() * 1000)
     engine.evaluate_range(sim.sim_start_ms, now)
@@ -161,3 +162,52 @@ def test_every_query_runs_and_the_overview_shows_the_faulted_units(fleet, influx
     assert listed == {
         u.unit_id for u in fleet["units"] if fleet["inventory"].units[u.unit_id].hospital == hospital
     }
+
+
+def firing(influx: InfluxQL, rule: dict[str, Any], fleet: dict[str, Any]) -> set[str]:
+    """Evaluate a rule as Grafana does: query A over its range, reduce each series, apply the threshold."""
+    query, reduce_, threshold = (d["model"] for d in rule["data"])
+    window_ms = rule["data"][0]["relativeTimeRange"]["from"] * 1000
+    rows = influx.rows(expand(query["query"], {}, fleet["end"] - window_ms, fleet["end"]))
+    assert reduce_["reducer"] == "last"
+    last: dict[str, float] = {}
+    for row in rows:  # rows are time-ordered per series
+        value = next(v for k, v in row.items() if k not in ("time", "unit_id", "hospital"))
+        if value is not None:
+            last[row.get("unit_id", "fleet")] = value
+    evaluator = threshold["conditions"][0]["evaluator"]
+    limit = evaluator["params"][0]
+    above = evaluator["type"] == "gt"
+    fired = {unit for unit, value in last.items() if (value > limit if above else value < limit)}
+    if not last and rule["noDataState"] == "Alerting":
+        fired = {"fleet"}
+    return fired
+
+
+def test_alert_rules_fire_for_the_faulted_units_only(fleet, influx) -> None:
+    import yaml
+
+    rules = {
+        r["uid"]: r
+        for g in yaml.safe_load(
+            (ROOT / "dashboards" / "provisioning" / "alerting" / "rules.yaml").read_text()
+        )["groups"]
+        for r in g["rules"]
+    }
+    by_kind = {kind: unit for unit, kind in fleet["faulted"].items()}
+    expected = {
+        "oxyfleet-purity-critical": {by_kind["sieve_wear"]},
+        "oxyfleet-purity-low": {by_kind["sieve_wear"]},
+        "oxyfleet-low-flow": {by_kind["flow_restriction"]},
+        "oxyfleet-unit-silent": {by_kind["silent"]},
+        "oxyfleet-power-failure": {by_kind["power_failure"]},
+        "oxyfleet-ingester-stalled": set(),
+    }
+    assert set(rules) == set(expected)
+    for uid, rule in rules.items():
+        assert rule["data"][0]["datasourceUid"] == "oxyfleet-influxdb"
+        assert rule["labels"]["severity"] in ("critical", "warning") and rule["annotations"]["description"]
+        assert firing(influx, rule, fleet) == expected[uid], uid
+    # With nothing written by the ingester, the stalled rule fires (no data is the alert).
+    stalled = rules["oxyfleet-ingester-stalled"]
+    assert firing(influx, stalled, {**fleet, "end": fleet["start"] - 3600_000}) == {"fleet"}
