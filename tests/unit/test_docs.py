@@ -13,7 +13,13 @@ from ingest.config import Settings, redacted_lines
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KNOWN = {line.split("=", 1)[0] for line in redacted_lines(Settings(_env_file=None))}
-SERVICES_VARS = {
+# Variables of Grafana's container, referenced by the provisioning files (not oxyfleet settings).
+GRAFANA_VARS = {
+    m
+    for f in (ROOT / "dashboards" / "provisioning").rglob("*.yaml")
+    for m in re.findall(r"\$\{(OXYFLEET_[A-Z0-9_]+)\}", f.read_text())
+}
+SERVICES_VARS = GRAFANA_VARS | {
     "OXYFLEET_SERVICES_MQTT_PORT",
     "OXYFLEET_SERVICES_INFLUX_PORT",
     "OXYFLEET_SERVICES_INFLUX_RPC_PORT",
