@@ -126,28 +126,7 @@ def fleet_overview() -> dict[str, Any]:
         "version": 1,
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
-        "templating": {
-            "list": [
-                variable("province", "Province", 'SHOW TAG VALUES FROM unit_state WITH KEY = "province"'),
-                variable(
-                    "hospital",
-                    "Hospital",
-                    'SHOW TAG VALUES FROM unit_state WITH KEY = "hospital" WHERE province =~ /^$province$/',
-                ),
-                variable(
-                    "kind",
-                    "Kind",
-                    'SHOW TAG VALUES FROM unit_state WITH KEY = "kind" '
-                    "WHERE province =~ /^$province$/ AND hospital =~ /^$hospital$/",
-                ),
-                variable(
-                    "unit",
-                    "Unit",
-                    'SHOW TAG VALUES FROM unit_state WITH KEY = "unit_id" WHERE '
-                    "province =~ /^$province$/ AND hospital =~ /^$hospital$/ AND kind =~ /^$kind$/",
-                ),
-            ]
-        },
+        "templating": {"list": _variables()},
         "panels": [
             panel(
                 1,
@@ -197,7 +176,282 @@ def fleet_overview() -> dict[str, Any]:
     }
 
 
-DASHBOARDS = {"fleet-overview.json": fleet_overview}
+def _variables() -> list[dict[str, Any]]:
+    return [
+        variable("province", "Province", 'SHOW TAG VALUES FROM unit_state WITH KEY = "province"'),
+        variable(
+            "hospital",
+            "Hospital",
+            'SHOW TAG VALUES FROM unit_state WITH KEY = "hospital" WHERE province =~ /^$province$/',
+        ),
+        variable(
+            "kind",
+            "Kind",
+            'SHOW TAG VALUES FROM unit_state WITH KEY = "kind" '
+            "WHERE province =~ /^$province$/ AND hospital =~ /^$hospital$/",
+        ),
+        variable(
+            "unit",
+            "Unit",
+            'SHOW TAG VALUES FROM unit_state WITH KEY = "unit_id" WHERE '
+            "province =~ /^$province$/ AND hospital =~ /^$hospital$/ AND kind =~ /^$kind$/",
+        ),
+    ]
+
+
+def _dashboard(
+    uid: str,
+    title: str,
+    panels: list[dict[str, Any]],
+    variables: list[dict[str, Any]],
+    time_from: str = "now-6h",
+) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["oxyfleet"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": time_from, "to": "now"},
+        "templating": {"list": variables},
+        "panels": panels,
+    }
+
+
+def _series(field: str) -> str:
+    return (
+        f"SELECT mean({field}) FROM telemetry WHERE $timeFilter AND {FILTER} "
+        "GROUP BY time($__interval), unit_id fill(none)"
+    )
+
+
+def _bands(*steps: tuple[str, float | None]) -> dict[str, Any]:
+    return {
+        "defaults": {
+            "thresholds": {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]},
+            "custom": {"thresholdsStyle": {"mode": "line+area"}},
+        },
+        "overrides": [],
+    }
+
+
+def unit_detail() -> dict[str, Any]:
+    """One unit (or a few): its readings against the 82 %/90 % bands, state timeline, events, rejections."""
+    panels = [
+        panel(
+            1,
+            "Purity (82 % critical, 90 % low)",
+            "timeseries",
+            (0, 0, 12, 8),
+            [target("A", _series("purity_pct"), alias="$tag_unit_id")],
+            fieldConfig=_bands(("red", None), ("orange", 82), ("green", 90)),
+        ),
+        panel(
+            2,
+            "Flow and setpoint",
+            "timeseries",
+            (12, 0, 12, 8),
+            [
+                target("A", _series("flow_lpm"), alias="$tag_unit_id flow"),
+                target("B", _series("setpoint_lpm"), alias="$tag_unit_id setpoint"),
+            ],
+        ),
+        panel(
+            3,
+            "Outlet pressure",
+            "timeseries",
+            (0, 8, 12, 8),
+            [target("A", _series("outlet_kpa"), alias="$tag_unit_id")],
+        ),
+        panel(
+            4,
+            "Temperature",
+            "timeseries",
+            (12, 8, 12, 8),
+            [target("A", _series("temp_c"), alias="$tag_unit_id")],
+        ),
+        panel(
+            5,
+            "State",
+            "state-timeline",
+            (0, 16, 24, 5),
+            [
+                target(
+                    "A",
+                    f"SELECT last(state) FROM unit_state WHERE $timeFilter AND {FILTER} "
+                    "GROUP BY time(1m), unit_id fill(none)",
+                    alias="$tag_unit_id",
+                )
+            ],
+        ),
+        panel(
+            6,
+            "State changes",
+            "table",
+            (0, 21, 12, 8),
+            [
+                target(
+                    "A",
+                    f'SELECT "from", "to", reason FROM unit_event WHERE $timeFilter AND {FILTER} '
+                    "GROUP BY unit_id",
+                    fmt="table",
+                )
+            ],
+        ),
+        panel(
+            7,
+            "Rejected messages from this unit",
+            "table",
+            (12, 21, 12, 8),
+            [
+                target(
+                    "A",
+                    "SELECT unit_id, detail, payload FROM rejected WHERE $timeFilter AND "
+                    "unit_id =~ /^$unit$/ GROUP BY reason",
+                    fmt="table",
+                )
+            ],
+        ),
+    ]
+    return _dashboard("oxyfleet-unit-detail", "oxyfleet - Unit detail", panels, _variables())
+
+
+_HOURS = ", ".join(f"sum({s}_s) / 3600 AS {s}_h" for s in STATES)
+_AVAILABILITY = (
+    "100 * sum(in_spec_s) / (sum(in_spec_s) + sum(underperforming_s) + sum(power_failure_s) "
+    "+ sum(no_data_s)) AS availability_pct"
+)
+
+
+def hospital_uptime() -> dict[str, Any]:
+    """Availability per unit and per hospital over the chosen range, with the time split by state."""
+    panels = [
+        panel(
+            1,
+            "Availability per hospital",
+            "table",
+            (0, 0, 24, 8),
+            [
+                target(
+                    "A",
+                    f"SELECT {_AVAILABILITY}, {_HOURS} FROM unit_state WHERE $timeFilter AND {FILTER} "
+                    "GROUP BY hospital",
+                    fmt="table",
+                )
+            ],
+        ),
+        panel(
+            2,
+            "Availability per unit",
+            "table",
+            (0, 8, 24, 12),
+            [
+                target(
+                    "A",
+                    f"SELECT {_AVAILABILITY}, {_HOURS} FROM unit_state WHERE $timeFilter AND {FILTER} "
+                    "GROUP BY unit_id, hospital",
+                    fmt="table",
+                )
+            ],
+        ),
+        panel(
+            3,
+            "Availability over time, per hospital",
+            "timeseries",
+            (0, 20, 24, 8),
+            [
+                target(
+                    "A",
+                    f"SELECT {_AVAILABILITY} FROM unit_state WHERE $timeFilter AND {FILTER} "
+                    "GROUP BY time($__interval), hospital fill(none)",
+                    alias="$tag_hospital",
+                )
+            ],
+            fieldConfig={"defaults": {"unit": "percent", "min": 0, "max": 100}, "overrides": []},
+        ),
+    ]
+    return _dashboard(
+        "oxyfleet-hospital-uptime",
+        "oxyfleet - Hospital uptime",
+        panels,
+        _variables()[:3],
+        time_from="now-30d",
+    )
+
+
+def ingest_health() -> dict[str, Any]:
+    """The ingester itself: throughput, rejections by reason, write latency, backlog, reconnects."""
+    where = "WHERE $timeFilter AND instance =~ /^$instance$/"
+
+    def rate(field: str) -> str:
+        return (
+            f"SELECT non_negative_derivative(last({field}), 1s) FROM oxyfleet_ingest {where} "
+            "GROUP BY time($__interval), instance fill(none)"
+        )
+
+    def gauge(field: str) -> str:
+        return f"SELECT max({field}) FROM oxyfleet_ingest {where} GROUP BY time($__interval), instance fill(none)"
+
+    panels = [
+        panel(
+            1,
+            "Messages per second",
+            "timeseries",
+            (0, 0, 12, 8),
+            [
+                target("A", rate("messages_received"), alias="received $tag_instance"),
+                target("B", rate("points_written"), alias="written $tag_instance"),
+                target("C", rate("points_rejected"), alias="rejected $tag_instance"),
+            ],
+        ),
+        panel(
+            2,
+            "Rejected by reason",
+            "timeseries",
+            (12, 0, 12, 8),
+            [
+                target(
+                    "A",
+                    "SELECT count(payload_bytes) FROM rejected WHERE $timeFilter "
+                    "GROUP BY time($__interval), reason fill(none)",
+                    alias="$tag_reason",
+                )
+            ],
+        ),
+        panel(3, "Batch write time (ms)", "timeseries", (0, 8, 8, 8), [target("A", gauge("last_batch_ms"))]),
+        panel(
+            4,
+            "Backlog and oldest unwritten (s)",
+            "timeseries",
+            (8, 8, 8, 8),
+            [
+                target("A", gauge("backlog"), alias="backlog $tag_instance"),
+                target("B", gauge("oldest_unwritten_age_s"), alias="oldest $tag_instance"),
+            ],
+        ),
+        panel(
+            5,
+            "Reconnects and write retries",
+            "timeseries",
+            (16, 8, 8, 8),
+            [
+                target("A", gauge("reconnects"), alias="reconnects $tag_instance"),
+                target("B", gauge("write_retries"), alias="retries $tag_instance"),
+            ],
+        ),
+    ]
+    instance = variable("instance", "Ingester", 'SHOW TAG VALUES FROM oxyfleet_ingest WITH KEY = "instance"')
+    return _dashboard("oxyfleet-ingest-health", "oxyfleet - Ingest health", panels, [instance])
+
+
+DASHBOARDS = {
+    "fleet-overview.json": fleet_overview,
+    "unit-detail.json": unit_detail,
+    "hospital-uptime.json": hospital_uptime,
+    "ingest-health.json": ingest_health,
+}
 
 # --- alert rules (Grafana file provisioning) ---------------------------------------------------------
 

@@ -211,3 +211,37 @@ def test_alert_rules_fire_for_the_faulted_units_only(fleet, influx) -> None:
     # With nothing written by the ingester, the stalled rule fires (no data is the alert).
     stalled = rules["oxyfleet-ingester-stalled"]
     assert firing(influx, stalled, {**fleet, "end": fleet["start"] - 3600_000}) == {"fleet"}
+
+
+def test_unit_detail_and_hospital_uptime_show_the_faults(fleet, influx) -> None:
+    def panel_targets(name: str) -> dict[str, list[dict[str, Any]]]:
+        dashboard = json.loads((ROOT / "dashboards" / "json" / name).read_text())
+        return {p["title"]: p["targets"] for p in dashboard["panels"]}
+
+    detail = panel_targets("unit-detail.json")
+    by_kind = {kind: unit for unit, kind in fleet["faulted"].items()}
+    sieve = by_kind["sieve_wear"]
+    purity = run(influx, detail["Purity (82 % critical, 90 % low)"][0]["query"], fleet, {"unit": [sieve]})
+    assert {r["unit_id"] for r in purity} == {sieve}
+    assert purity[-1]["mean"] < 82 < purity[0]["mean"]
+    changes = run(influx, detail["State changes"][0]["query"], fleet, {"unit": [by_kind["flow_restriction"]]})
+    assert [(r["from"], r["to"], r["reason"]) for r in changes][-1] == (
+        "in_spec",
+        "underperforming",
+        "low_flow",
+    )
+    timeline = run(influx, detail["State"][0]["query"], fleet, {"unit": [by_kind["silent"]]})
+    assert timeline[-1]["last"] == "no_data"
+
+    uptime = panel_targets("hospital-uptime.json")
+    rows = {r["unit_id"]: r for r in run(influx, uptime["Availability per unit"][0]["query"], fleet)}
+    healthy = [u.unit_id for u in fleet["units"] if u.unit_id not in fleet["faulted"]]
+    assert all(rows[u]["availability_pct"] > 99 for u in healthy), {
+        u: rows[u]["availability_pct"] for u in healthy
+    }
+    assert rows[by_kind["silent"]]["availability_pct"] < 90
+    assert rows[by_kind["switched_off"]]["off_h"] > 0
+    hospitals = run(influx, uptime["Availability per hospital"][0]["query"], fleet)
+    assert {r["hospital"] for r in hospitals} == {
+        fleet["inventory"].units[u.unit_id].hospital for u in fleet["units"]
+    }
