@@ -661,6 +661,8 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
         )
     except SinkError as exc:
         _fail(str(exc), EXIT_FAILED)
+    finally:
+        reader.close()
     states = ("in_spec", "underperforming", "power_failure", "no_data", "off")
     if fmt == "json":
         click.echo(json.dumps(records, indent=1))
@@ -706,6 +708,8 @@ def status(state: str | None, hospital: str | None) -> None:
         evaluation = engine.evaluate(start - start % 60_000, now_ms)
     except SinkError as exc:
         _fail(str(exc), EXIT_FAILED)
+    finally:
+        engine.reader.close()
 
     def when(ms: int | None) -> str:
         return "-" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -727,6 +731,45 @@ def status(state: str | None, hospital: str | None) -> None:
             f"{since:<19} {when(s.last_reading_ms):<19} {'due' if s.maintenance_due else ''}"
         )
     click.echo(f"{len(rows)} units")
+
+
+@cli.group()
+def dashboards() -> None:
+    """Grafana: push oxyfleet's dashboards and alert rules into an existing Grafana."""
+
+
+@dashboards.command("push")
+@click.option("--url", required=True, help="Grafana base URL, e.g. https://grafana.example.org")
+@click.option(
+    "--token",
+    envvar="GRAFANA_TOKEN",
+    required=True,
+    help="Service-account token (or set GRAFANA_TOKEN; avoid putting it on the command line).",
+)
+@click.option(
+    "--with-datasource",
+    is_flag=True,
+    help="Also create/update the InfluxDB datasource from the OXYFLEET_INFLUX__* settings.",
+)
+def dashboards_push(url: str, token: str, with_datasource: bool) -> None:
+    """Create or update folder, dashboards and alert rules by uid; report what changed."""
+    from grafana_client.api import GrafanaApi  # noqa: PLC0415
+    from grafana_client.client import GrafanaException  # noqa: PLC0415
+
+    from ingest.grafana_push import push  # noqa: PLC0415
+
+    influx = _settings().influx if with_datasource else None
+    try:
+        report = push(GrafanaApi.from_url(url=url, credential=token), influx=influx)
+    except GrafanaException as exc:
+        code = EXIT_FATAL if exc.status_code in (401, 403) else EXIT_FAILED
+        _fail(f"Grafana at {url} answered {exc.status_code}: {exc.message}", code)
+    except OSError as exc:
+        _fail(f"cannot reach Grafana at {url}: {exc}", EXIT_FAILED)
+    for line in report:
+        click.echo(line)
+    changed = sum(1 for line in report if not line.endswith("unchanged"))
+    click.echo(f"{changed} change(s), {len(report) - changed} unchanged")
 
 
 def main() -> None:

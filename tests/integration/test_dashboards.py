@@ -92,10 +92,16 @@ def fleet(start_ingester, influx, prefix, settings_for, tmp_path: Path, wait_for
         ),
         timeout=60,
     )
-    running.ingester.pipeline.write_stats()  # what the ingester does every 10 s in production
-    engine = HealthEngine(influx, InfluxSink(make_transport(settings.influx)), path)
+    # What the ingester does every 10 s in production: here two points, minutes apart, so rates exist.
+    pipeline = running.ingester.pipeline
+    now_ns = time.time_ns()
+    pipeline.sink.write([pipeline.builder.stats(pipeline.snapshot(), now_ns - 180 * 10**9)])
+    pipeline.write_stats()
+    sink = InfluxSink(make_transport(settings.influx))
+    engine = HealthEngine(influx, sink, path)
     now = int(time.time() * 1000)
     engine.evaluate_range(sim.sim_start_ms, now)
+    sink.close()
     return {"units": units, "faulted": faulted, "start": sim.sim_start_ms, "end": now, "inventory": inventory}
 
 

@@ -167,6 +167,7 @@ def test_engine_matches_ground_truth_and_survives_restart(
         for s in ("in_spec", "underperforming", "power_failure", "no_data", "off"):
             assert float(second[unit_id][s] or 0) == pytest.approx(float(row[s] or 0), abs=1.0), (unit_id, s)
 
+    sink.close()
     check_alerts(influx, settings, prefix, inventory_file, units, sim, start, end, wait_for)
 
 

@@ -40,7 +40,7 @@ OK_UNIT, LOW_UNIT, SILENT_UNIT = "OC-JKT-00001", "OC-JKT-00002", "OC-JKT-00003"
 
 
 @pytest.fixture
-def engine(influx, settings_for, tmp_path: Path) -> HealthEngine:
+def engine(influx, settings_for, tmp_path: Path) -> Iterator[HealthEngine]:
     inventory = load_inventory(SAMPLE_INVENTORY)
     path = tmp_path / "inventory.csv"
     path.write_text(write_inventory(inventory.units[u] for u in (OK_UNIT, LOW_UNIT, SILENT_UNIT)))
@@ -64,7 +64,8 @@ def engine(influx, settings_for, tmp_path: Path) -> HealthEngine:
     assert sink.write(lines).rejected == {}
     engine = HealthEngine(influx, sink, path)
     engine.cycle()
-    return engine
+    yield engine
+    sink.close()
 
 
 class Client:
@@ -237,6 +238,7 @@ def test_a_late_upload_is_reevaluated(
         len(gap),
     )
     engine.cycle()
+    sink.close()
     assert no_data_h() == pytest.approx(0.0, abs=0.01)
 
 
