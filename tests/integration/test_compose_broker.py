@@ -1,0 +1,116 @@
+"""The docker-compose broker configuration (password file + ACL) run on the real Mosquitto of this machine.
+
+Docker cannot run here, so the test starts Mosquitto itself with the compose files (mosquitto.conf with its
+paths pointed at a temporary directory, the same ACL, a password file made with mosquitto_passwd as the
+entrypoint does) and checks what the configuration promises: no anonymous clients, the ingester reads
+device topics, the simulator writes them, and a device may publish only as itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+USERS = {"oxyfleet-ingest": "ingest-pw", "oxyfleet-simulator": "sim-pw", "OC-1": "device-pw"}
+
+
+@pytest.fixture
+def broker(services: None, tmp_path: Path) -> Iterator[int]:
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    passwd = tmp_path / "passwd"
+    passwd.touch(mode=0o600)
+    for user, password in USERS.items():
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
+    conf = (ROOT / "docker" / "mosquitto" / "mosquitto.conf").read_text()
+    conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
+    conf = conf.replace("/mosquitto/data/passwd", str(passwd)).replace(
+        "/mosquitto/config/acl", str(ROOT / "docker" / "mosquitto" / "acl")
+    )
+    conf = conf.replace("persistence true", "persistence false").replace("log_dest stdout", "log_dest stderr")
+    (tmp_path / "mosquitto.conf").write_text(conf + "user root\n")
+    proc = subprocess.Popen([mosquitto, "-c", str(tmp_path / "mosquitto.conf")], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+    assert proc.stderr is not None
+    proc.stderr.close()
+
+
+def connect(port: int, user: str | None, password: str | None = None) -> tuple[mqtt.Client, int]:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if user:
+        client.username_pw_set(user, password)
+    result: dict[str, int] = {}
+    done = threading.Event()
+
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
+        result["rc"] = reason.value  # type: ignore[attr-defined]
+        done.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert done.wait(5)
+    return client, result["rc"]
+
+
+def test_the_compose_broker_configuration(broker: int) -> None:
+    anonymous, rc = connect(broker, None)
+    assert rc == 135  # not authorized
+    anonymous.loop_stop()
+
+    ingest, rc = connect(broker, "oxyfleet-ingest", USERS["oxyfleet-ingest"])
+    assert rc == 0
+    received: list[str] = []
+    subscribed = threading.Event()
+    ingest.on_subscribe = lambda *_a: subscribed.set()
+    ingest.on_message = lambda _c, _u, m: received.append(m.topic)
+    ingest.subscribe("oxygen/#", qos=1)
+    assert subscribed.wait(5)
+
+    simulator, _ = connect(broker, "oxyfleet-simulator", USERS["oxyfleet-simulator"])
+    device, _ = connect(broker, "OC-1", USERS["OC-1"])
+    simulator.publish("oxygen/concentrator/SIM-9/telemetry", b"{}", qos=1).wait_for_publish(5)
+    device.publish("oxygen/concentrator/OC-1/telemetry", b"{}", qos=1).wait_for_publish(5)
+    device.publish("oxygen/concentrator/OC-2/telemetry", b"{}", qos=1).wait_for_publish(
+        5
+    )  # spoofing: dropped
+    ingest.publish("oxygen/concentrator/OC-3/telemetry", b"{}", qos=1).wait_for_publish(
+        5
+    )  # read-only: dropped
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and len(received) < 2:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert sorted(received) == ["oxygen/concentrator/OC-1/telemetry", "oxygen/concentrator/SIM-9/telemetry"]
+    refused, wrong = connect(broker, "oxyfleet-ingest", "wrong")
+    assert wrong in (134, 135)  # bad user name or password / not authorized (Mosquitto 2.0 says 135)
+    refused.loop_stop()
+    for client in (ingest, simulator, device):
+        client.disconnect()
+        client.loop_stop()
