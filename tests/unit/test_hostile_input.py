@@ -69,7 +69,9 @@ JSONISH = st.recursive(
 )
 READING = st.fixed_dictionaries(
     {"ts": st.one_of(st.just(1764140400000), NUMBER, TEXT)},
-    optional=dict.fromkeys(("purity_pct", "flow_lpm", "power", "alarms", "unit_id", "running", "seq"), JSONISH),
+    optional=dict.fromkeys(
+        ("purity_pct", "flow_lpm", "power", "alarms", "unit_id", "running", "seq"), JSONISH
+    ),
 )
 
 
