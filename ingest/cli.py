@@ -369,6 +369,36 @@ def devices_check(file: Path) -> None:
     click.echo(f"{file}: ok, {len(inventory)} units ({kinds})")
 
 
+@devices.command("credentials")
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Inventory CSV (default: OXYFLEET_INVENTORY_FILE, else the sample).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Directory for device-passwords.csv (secret, 0600), passwd and acl.",
+)
+def devices_credentials(file: Path | None, out: Path) -> None:
+    """Per-device broker passwords and the Mosquitto ACL: each unit may publish only its own topics."""
+    from devices.credentials import write_credentials  # noqa: PLC0415
+    from devices.inventory import InventoryError, load_inventory  # noqa: PLC0415
+
+    try:
+        inventory = load_inventory(_inventory_path(file))
+    except InventoryError as exc:
+        _fail(f"inventory has problems:\n{exc}", EXIT_FAILED)
+    new, kept = write_credentials(inventory.units.values(), out, _settings().mqtt.topic_prefix)
+    click.echo(
+        f"{out}: passwd and acl for {new + kept} units ({new} new passwords, {kept} kept); "
+        f"hand each unit its line of device-passwords.csv and keep that file secret"
+    )
+
+
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:

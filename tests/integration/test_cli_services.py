@@ -142,3 +142,29 @@ def test_run_with_health_serves_the_api(settings_for, unique, influx, tmp_path) 
     finally:
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+
+
+def test_secrets_never_reach_logs_or_errors(settings_for, unique, tmp_path) -> None:
+    """Wrong credentials everywhere: the messages must say what is wrong without repeating the secrets."""
+    token, password = "tok-SECRET-4711", "pw-SECRET-0815"
+    secret_file = tmp_path / "mqtt_password"
+    secret_file.write_text(password)
+    env = env_for(settings_for(f"secrets-{unique}"))
+    env.update(
+        {
+            "OXYFLEET_INFLUX__TOKEN": token,
+            "OXYFLEET_MQTT__USERNAME": "nobody",
+            "OXYFLEET_MQTT__PASSWORD_FILE": str(secret_file),
+            "OXYFLEET_LOG_LEVEL": "debug",
+        }
+    )
+    outputs = [
+        oxyfleet("check-config", env=env),
+        oxyfleet("check", env=env),
+        oxyfleet("run", "--duration", "3", env=env),
+        oxyfleet("check", env={**env, "OXYFLEET_INFLUX__URL": "http://127.0.0.1:9"}),
+    ]
+    for result in outputs:
+        text = result.stdout + result.stderr
+        assert token not in text and password not in text, text[-2000:]
+    assert "OXYFLEET_INFLUX__TOKEN=**********" in outputs[0].stdout

@@ -114,3 +114,78 @@ def test_the_compose_broker_configuration(broker: int) -> None:
     for client in (ingest, simulator, device):
         client.disconnect()
         client.loop_stop()
+
+
+def test_generated_device_credentials_on_the_real_broker(services: None, tmp_path: Path) -> None:
+    """`oxyfleet devices credentials` output, loaded by the real Mosquitto: each unit only as itself."""
+    from click.testing import CliRunner
+
+    from devices.credentials import load_passwords
+    from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
+    from ingest.cli import cli
+
+    inventory = load_inventory(SAMPLE_INVENTORY)
+    units = [inventory.units[u] for u in ("OC-JKT-00001", "OC-JKT-00002", "DOCS-PAPUA-01")]
+    inv = tmp_path / "inventory.csv"
+    inv.write_text(write_inventory(units[:2]))
+    out = tmp_path / "creds"
+    first = CliRunner().invoke(cli, ["devices", "credentials", "--file", str(inv), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    before = load_passwords(out / "device-passwords.csv")
+    inv.write_text(write_inventory(units))  # a plant is added: only it gets a new password
+    second = CliRunner().invoke(cli, ["devices", "credentials", "--file", str(inv), "--out", str(out)])
+    assert "(1 new passwords, 2 kept)" in second.output
+    passwords = load_passwords(out / "device-passwords.csv")
+    assert {u: passwords[u] for u in before} == before and len(passwords) == 3
+    assert (out / "device-passwords.csv").stat().st_mode & 0o077 == 0
+    for p in passwords.values():
+        assert p not in (out / "passwd").read_text() and p not in second.output
+
+    subprocess.run(
+        ["mosquitto_passwd", "-b", str(out / "passwd"), "oxyfleet-ingest", "ingest-pw"], check=True
+    )
+    with (out / "acl").open("a") as f:
+        f.write("\nuser oxyfleet-ingest\ntopic read oxygen/#\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {out / 'passwd'}\n"
+        f"acl_file {out / 'acl'}\nuser root\nlog_dest stderr\n"
+    )
+    proc = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        ingest, rc = connect(port, "oxyfleet-ingest", "ingest-pw")
+        assert rc == 0
+        received: list[str] = []
+        subscribed = threading.Event()
+        ingest.on_subscribe = lambda *_a: subscribed.set()
+        ingest.on_message = lambda _c, _u, m: received.append(m.topic)
+        ingest.subscribe("oxygen/#", qos=1)
+        assert subscribed.wait(5)
+        plant, rc = connect(port, "DOCS-PAPUA-01", passwords["DOCS-PAPUA-01"])
+        assert rc == 0
+        plant.publish("oxygen/docs/DOCS-PAPUA-01/telemetry", b"{}", qos=1).wait_for_publish(5)
+        plant.publish("oxygen/concentrator/OC-JKT-00001/telemetry", b"{}", qos=1).wait_for_publish(5)
+        plant.publish("oxygen/docs/DOCS-PAPUA-01/status", b"online", qos=1).wait_for_publish(5)
+        refused, wrong = connect(port, "OC-JKT-00001", passwords["OC-JKT-00002"])
+        assert wrong in (134, 135)
+        refused.loop_stop()
+        time.sleep(1.0)
+        assert sorted(received) == ["oxygen/docs/DOCS-PAPUA-01/status", "oxygen/docs/DOCS-PAPUA-01/telemetry"]
+        for client in (ingest, plant):
+            client.disconnect()
+            client.loop_stop()
+    finally:
+        proc.terminate()
+        proc.wait(10)
