@@ -116,7 +116,7 @@ def test_the_compose_broker_configuration(broker: int) -> None:
         client.loop_stop()
 
 
-def test_generated_device_credentials_on_the_real_broker(services: None, tmp_path: Path) -> None:
+def test_generated_device_credentials_on_the_real_broker(services: None, tmp_path: Path) -> None:  # noqa: PLR0915
     """`oxyfleet devices credentials` output, loaded by the real Mosquitto: each unit only as itself."""
     from click.testing import CliRunner
 
