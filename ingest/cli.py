@@ -297,19 +297,22 @@ def _inventory_path(file: Path | None) -> Path:
     return SAMPLE_INVENTORY
 
 
-@cli.group()
-def devices() -> None:
-    """The fleet inventory: list units, check an inventory file."""
-
-
-@devices.command("list")
-@click.option(
+_inventory_option = click.option(
     "--file",
     "file",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="Inventory CSV (default: OXYFLEET_INVENTORY_FILE, else the sample).",
 )
+
+
+@cli.group()
+def devices() -> None:
+    """The fleet inventory: list units, check an inventory file."""
+
+
+@devices.command("list")
+@_inventory_option
 @click.option("--hospital", default=None, help="Only this hospital (case-insensitive).")
 @click.option("--province", default=None, help="Only this province.")
 @click.option("--kind", type=click.Choice(["concentrator", "docs"]), default=None, help="Only this kind.")
@@ -370,13 +373,7 @@ def devices_check(file: Path) -> None:
 
 
 @devices.command("credentials")
-@click.option(
-    "--file",
-    "file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Inventory CSV (default: OXYFLEET_INVENTORY_FILE, else the sample).",
-)
+@_inventory_option
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),

@@ -29,12 +29,41 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 USERS = {"oxyfleet-ingest": "ingest-pw", "oxyfleet-simulator": "sim-pw", "OC-1": "device-pw"}
 
 
-@pytest.fixture
-def broker(services: None, tmp_path: Path) -> Iterator[int]:
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+def start_mosquitto(conf: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start Mosquitto with ``conf`` and wait until ``port`` answers."""
+    proc = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc
+
+
+def subscribe_all(client: mqtt.Client) -> list[str]:
+    """Subscribe ``client`` to every device topic; returns the list the received topics go to."""
+    received: list[str] = []
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_a: subscribed.set()
+    client.on_message = lambda _c, _u, m: received.append(m.topic)
+    client.subscribe("oxygen/#", qos=1)
+    assert subscribed.wait(5)
+    return received
+
+
+@pytest.fixture
+def broker(services: None, tmp_path: Path) -> Iterator[int]:
+    port = free_port()
     passwd = tmp_path / "passwd"
     passwd.touch(mode=0o600)
     for user, password in USERS.items():
@@ -46,19 +75,10 @@ def broker(services: None, tmp_path: Path) -> Iterator[int]:
     )
     conf = conf.replace("persistence true", "persistence false").replace("log_dest stdout", "log_dest stderr")
     (tmp_path / "mosquitto.conf").write_text(conf + "user root\n")
-    proc = subprocess.Popen([mosquitto, "-c", str(tmp_path / "mosquitto.conf")], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc = start_mosquitto(tmp_path / "mosquitto.conf", port)
     yield port
     proc.terminate()
     proc.wait(10)
-    assert proc.stderr is not None
-    proc.stderr.close()
 
 
 def connect(port: int, user: str | None, password: str | None = None) -> tuple[mqtt.Client, int]:
@@ -86,12 +106,7 @@ def test_the_compose_broker_configuration(broker: int) -> None:
 
     ingest, rc = connect(broker, "oxyfleet-ingest", USERS["oxyfleet-ingest"])
     assert rc == 0
-    received: list[str] = []
-    subscribed = threading.Event()
-    ingest.on_subscribe = lambda *_a: subscribed.set()
-    ingest.on_message = lambda _c, _u, m: received.append(m.topic)
-    ingest.subscribe("oxygen/#", qos=1)
-    assert subscribed.wait(5)
+    received = subscribe_all(ingest)
 
     simulator, _ = connect(broker, "oxyfleet-simulator", USERS["oxyfleet-simulator"])
     device, _ = connect(broker, "OC-1", USERS["OC-1"])
@@ -146,9 +161,7 @@ def test_generated_device_credentials_on_the_real_broker(services: None, tmp_pat
     )
     with (out / "acl").open("a") as f:
         f.write("\nuser oxyfleet-ingest\ntopic read oxygen/#\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {out / 'passwd'}\n"
