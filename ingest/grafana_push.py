@@ -34,6 +34,17 @@ def _missing(exc: GrafanaClientError) -> bool:
     return bool(exc.status_code == 404)
 
 
+def _stored(fetch: Any, uid: str) -> dict[str, Any] | None:  # noqa: ANN401 - a grafana-client getter
+    """What Grafana has under ``uid``, or None when it answers 404."""
+    try:
+        found: dict[str, Any] = fetch(uid)
+    except GrafanaClientError as exc:
+        if not _missing(exc):
+            raise
+        return None
+    return found
+
+
 def _same(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(stored.get(k) == v for k, v in wanted.items() if k not in _VOLATILE)
 
@@ -59,23 +70,16 @@ def _datasource(influx: InfluxSettings) -> dict[str, Any]:
 
 
 def _folder(api: GrafanaApi) -> str:
-    try:
-        api.folder.get_folder(FOLDER_UID)
-    except GrafanaClientError as exc:
-        if not _missing(exc):
-            raise
-        api.folder.create_folder("oxyfleet", uid=FOLDER_UID)
-        return f"folder {FOLDER_UID}: created"
-    return f"folder {FOLDER_UID}: unchanged"
+    if _stored(api.folder.get_folder, FOLDER_UID) is not None:
+        return f"folder {FOLDER_UID}: unchanged"
+    api.folder.create_folder("oxyfleet", uid=FOLDER_UID)
+    return f"folder {FOLDER_UID}: created"
 
 
 def _push_datasource(api: GrafanaApi, influx: InfluxSettings) -> str:
     body = _datasource(influx)
-    try:
-        stored = api.datasource.get_datasource_by_uid(DATASOURCE_UID)
-    except GrafanaClientError as exc:
-        if not _missing(exc):
-            raise
+    stored = _stored(api.datasource.get_datasource_by_uid, DATASOURCE_UID)
+    if stored is None:
         api.datasource.create_datasource(body)
         return f"datasource {DATASOURCE_UID}: created"
     # Secrets cannot be read back, so an existing datasource is always rewritten.
@@ -85,12 +89,7 @@ def _push_datasource(api: GrafanaApi, influx: InfluxSettings) -> str:
 
 def _push_dashboard(api: GrafanaApi, wanted: dict[str, Any]) -> str:
     uid = wanted["uid"]
-    try:
-        stored = api.dashboard.get_dashboard(uid)
-    except GrafanaClientError as exc:
-        if not _missing(exc):
-            raise
-        stored = None
+    stored = _stored(api.dashboard.get_dashboard, uid)
     if (
         stored is not None
         and _same(stored.get("dashboard", {}), wanted)
@@ -110,11 +109,8 @@ def _push_dashboard(api: GrafanaApi, wanted: dict[str, Any]) -> str:
 
 def _push_rule(api: GrafanaApi, body: dict[str, Any]) -> str:
     uid = body["uid"]
-    try:
-        stored = api.alertingprovisioning.get_alertrule(uid)
-    except GrafanaClientError as exc:
-        if not _missing(exc):
-            raise
+    stored = _stored(api.alertingprovisioning.get_alertrule, uid)
+    if stored is None:
         api.alertingprovisioning.create_alertrule(body)
         return f"alert rule {uid}: created"
     if _same(stored, body):

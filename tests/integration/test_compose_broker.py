@@ -167,17 +167,8 @@ def test_generated_device_credentials_on_the_real_broker(services: None, tmp_pat
         f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {out / 'passwd'}\n"
         f"acl_file {out / 'acl'}\nuser root\nlog_dest stderr\n"
     )
-    proc = subprocess.Popen(
-        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL
-    )
+    proc = start_mosquitto(conf, port)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         ingest, rc = connect(port, "oxyfleet-ingest", "ingest-pw")
         assert rc == 0
         received: list[str] = []
