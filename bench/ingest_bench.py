@@ -101,6 +101,8 @@ def run_ingester(messages: int, units: int) -> dict[str, float]:
             "OXYFLEET_METRICS_PORT": "0",
             "OXYFLEET_LOG_LEVEL": "warning",
             "OXYFLEET_INSTANCE": "bench",
+            # The spool is on, as shipped; a directory of its own per run (one spool per process).
+            "OXYFLEET_SPOOL__DIR": str(ROOT / ".run" / "bench-spool" / tag),
         }
     )
     started = time.perf_counter()

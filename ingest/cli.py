@@ -150,7 +150,61 @@ def check() -> None:
         f"influxdb {settings.influx.url} ({settings.influx.api}): {'ok' if problem is None else 'FAILED - ' + problem}"
     )
     ok &= problem is None
+    if settings.spool.enabled:
+        line, spool_ok = _spool_report(settings)
+        click.echo(line)
+        ok &= spool_ok
+    else:
+        click.echo("spool    off: batches InfluxDB cannot take stay unacked in the broker")
     sys.exit(0 if ok else EXIT_FAILED)
+
+
+def _live_metric(settings: Settings, name: str) -> float | None:
+    """One gauge from a running ingester's /metrics on this machine, or None when none answers."""
+    import urllib.request  # noqa: PLC0415
+
+    if not settings.metrics_port:
+        return None
+    host = "127.0.0.1" if settings.metrics_host in ("0.0.0.0", "::") else settings.metrics_host  # noqa: S104
+    try:
+        with urllib.request.urlopen(f"http://{host}:{settings.metrics_port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(f"oxyfleet_ingest_{name}{{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _spool_report(settings: Settings) -> tuple[str, bool]:
+    """The spool line of `oxyfleet check`: size against the bound, oldest age, replay rate; and whether ok."""
+    from ingest.spool import summarize  # noqa: PLC0415
+
+    spool = settings.spool
+    summary = summarize(spool.dir)
+    pct = 100 * summary.bytes / spool.max_bytes
+    rate = _live_metric(settings, "spool_replay_points_per_s")
+    parts = [
+        f"{summary.batches} batches",
+        f"{summary.bytes / 2**20:.1f} of {spool.max_bytes / 2**20:.0f} MiB ({pct:.0f} %)",
+        f"oldest {summary.oldest_age_s:.0f} s",
+        "replay rate n/a (no ingester answering on the metrics port)"
+        if rate is None
+        else f"replaying {rate:g} points/s",
+    ]
+    problems = []
+    if not summary.writable:
+        problems.append("FAILED - not writable by this user; fix OXYFLEET_SPOOL__DIR or its permissions")
+    if summary.corrupt:
+        problems.append(
+            f"FAILED - {summary.corrupt} damaged segment(s) set aside as *.corrupt; see the ingester log"
+        )
+    if pct >= 90:
+        problems.append("WARNING - nearly full: when full, acks stop and the broker holds new messages")
+    status = "ok" if not problems else "; ".join(problems)
+    ok = summary.writable and not summary.corrupt
+    return f"spool    {spool.dir}: {', '.join(parts)}: {status}", ok
 
 
 @cli.command("validate-payload")
@@ -448,6 +502,9 @@ def _duration(text: str) -> float:
     "--rate", default=0.0, show_default=True, help="Load mode: target msg/s (0: as fast as possible)."
 )
 @click.option("--processes", default=1, show_default=True, help="Load mode: publishing processes.")
+@click.option(
+    "--unit-prefix", default="LOAD", show_default=True, help="Load mode: unit ids are PREFIX-000000, ..."
+)
 def simulate(
     units: int,
     inventory_file: Path | None,
@@ -464,6 +521,7 @@ def simulate(
     messages: int,
     rate: float,
     processes: int,
+    unit_prefix: str,
 ) -> None:
     """Publish a simulated fleet to the broker in OXYFLEET_MQTT__* (host, port, TLS, credentials, prefix)."""
     import random  # noqa: PLC0415
@@ -484,6 +542,7 @@ def simulate(
             qos=qos,
             rate=rate,
             processes=processes,
+            unit_prefix=unit_prefix,
             username=mq.username,
             password=mq.password_value(),
             tls=mq.tls,

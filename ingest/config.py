@@ -31,6 +31,7 @@ __all__ = [
     "MqttSettings",
     "PayloadSettings",
     "Settings",
+    "SpoolSettings",
     "env_example",
     "load_settings",
     "redacted_lines",
@@ -194,6 +195,33 @@ class BufferSettings(_Section):
     retry_max_s: float = Field(30.0, gt=0, description="Longest wait between write attempts.")
 
 
+class SpoolSettings(_Section):
+    """Store-and-forward to disk while InfluxDB is unreachable or throttling (see ingest/spool.py)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Spool batches InfluxDB cannot take and ack them; off: hold them unacked in the broker.",
+    )
+    dir: Path = Field(
+        Path("spool"),
+        description="Spool directory, one per ingester process (a volume in containers).",
+    )
+    max_bytes: int = Field(
+        1024**3,
+        ge=4096,
+        description="Spool bound; when full the ingester stops acking and the broker holds the rest.",
+    )
+    fsync: bool = Field(
+        default=True, description="fsync each spooled batch before acking it (off only for throwaway tests)."
+    )
+    replay_budget_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="Longest replay between two live batches, so live data keeps flowing while the spool drains.",
+    )
+
+
 class PayloadSettings(_Section):
     """Limits of the payload contract that an operator may tune."""
 
@@ -251,6 +279,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     buffer: BufferSettings = Field(default_factory=BufferSettings)
     payload: PayloadSettings = Field(default_factory=PayloadSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     inventory_file: Path | None = Field(
         None,

@@ -104,7 +104,11 @@ def run_demo(  # noqa: PLR0915 - the demo wires everything together, once
         fresh = InfluxQL.from_settings(influx)
         fresh.execute(f'DROP DATABASE "{influx.database}"')
         fresh.close()
-    settings = settings.model_copy(update={"mqtt": mqtt, "inventory_file": inventory_path, "influx": influx})
+    # A spool of its own, so the demo can run next to an `oxyfleet run` using the configured one.
+    spool = settings.spool.model_copy(update={"dir": settings.spool.dir / "demo"})
+    settings = settings.model_copy(
+        update={"mqtt": mqtt, "inventory_file": inventory_path, "influx": influx, "spool": spool}
+    )
     click.echo(f"oxyfleet demo: writing to InfluxDB {influx.url}, database {influx.database}")
     ingester = build_ingester(settings, serve=False)
     ingest_stop = threading.Event()

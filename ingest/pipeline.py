@@ -1,15 +1,20 @@
-"""Wiring: source -> decoder -> line builder -> sink, with batching, retries and ordered acks.
+"""Wiring: source -> decoder -> line builder -> sink, with batching, retries, the spool and ordered acks.
 
 A batch is a transaction, as in Telegraf's buffer: each message in it ends written or rejected
-(recorded in ``rejected``), and only then are the batch's messages acked, in arrival order. When the
-sink cannot write (InfluxDB down or throttling), the batch is kept and retried with backoff; nothing is
-acked meanwhile, so the broker keeps holding what comes after it. (The on-disk spool of the reliability
-work replaces "keep and retry" with "spool and ack" in :meth:`Pipeline._write`.)
+(recorded in ``rejected``), and only then are the batch's messages acked, in arrival order.
+
+When the sink cannot write (InfluxDB down, throttling, timing out), the batch goes to the on-disk spool
+(:mod:`ingest.spool`) and is acked, and later batches go straight to the spool until the backoff delay
+has passed; then one write probes InfluxDB. Between live batches the spool replays, oldest first, for at
+most ``replay_budget_s``, so live data keeps flowing while a backlog drains. When the spool is full (or
+disabled) the batch is kept and retried with backoff and nothing is acked meanwhile, so the broker keeps
+holding what comes after it. Everything runs in one thread: no locks, and acks stay in order.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +26,7 @@ from ingest.errors import ConfigError, SinkError, SinkFatalError, SinkRetryableE
 from ingest.lineproto import LineBuilder, TagLookup
 from ingest.sink_influx import InfluxSink, Transport, V1Transport, V2Transport, WriteReport
 from ingest.source_mqtt import MqttSource
+from ingest.spool import Spool
 from ingest.stats import Stats
 
 if TYPE_CHECKING:
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["Ingester", "Pipeline", "Source", "build_ingester", "make_transport", "prepare_database"]
 
 log = structlog.get_logger("ingest.pipeline")
+
+_RATE_WINDOW_S = 10.0
 
 
 class Source(Protocol):
@@ -77,6 +85,8 @@ class Pipeline:
         stats: Stats | None = None,
         stats_interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        spool: Spool | None = None,
+        replay_budget_s: float = 0.5,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -89,6 +99,12 @@ class Pipeline:
         self._warned: set[str] = set()
         self._outage_since: float | None = None
         self._oldest_pending_ns = 0
+        self.spool = spool
+        self.replay_budget_s = replay_budget_s
+        self._delay = buffer.retry_initial_s
+        self._retry_at = 0.0  # clock() before which InfluxDB is not tried again (spooling meanwhile)
+        self._replayed: deque[tuple[float, int]] = deque()  # (clock, points) of recent replays, for the rate
+        self._spool_full = False
 
     # --- loop ----------------------------------------------------------------------------------------
 
@@ -105,6 +121,7 @@ class Pipeline:
             try:
                 if batch:
                     self.handle(batch, stop)
+                self.replay(stop, self.replay_budget_s)
                 if self.clock() >= next_stats:
                     next_stats = self.clock() + self.stats_interval_s
                     self.write_stats()
@@ -150,11 +167,8 @@ class Pipeline:
                 ]
             )
 
-    def handle(self, batch: list[Inbound], stop: threading.Event) -> None:
-        """Write or reject every message of ``batch``, then ack them all in arrival order."""
-        started = time.perf_counter()
-        self.builder.tags.refresh()
-        self.stats.messages_received += len(batch)
+    def _lines(self, batch: list[Inbound]) -> tuple[list[str], list[_Origin], list[Rejection]]:
+        """Data lines of a batch (telemetry, late-data markers, connection events) with their origins."""
         lines: list[str] = []
         origins: list[_Origin] = []
         rejections: list[Rejection] = []
@@ -180,34 +194,38 @@ class Pipeline:
                 lines.append(self.builder.connection(change))
                 origins.append(_Origin(msg, change.unit_id))
             rejections.extend(decoded.rejections)
+        return lines, origins, rejections
+
+    def handle(self, batch: list[Inbound], stop: threading.Event) -> None:
+        """Write (or spool) or reject every message of ``batch``, then ack them all in arrival order."""
+        started = time.perf_counter()
+        self.builder.tags.refresh()
+        self.stats.messages_received += len(batch)
+        lines, origins, rejections = self._lines(batch)
         n_data = len(lines)
         lines.extend(self.builder.rejected(r) for r in rejections)
-        report = self._write(lines, stop)
+        report = self._write(lines, n_data, stop)
+        spooled = report is None
+        report = report or WriteReport()
 
         refused = [(i, detail) for i, detail in report.rejected.items() if i < n_data]
         unstorable = sum(1 for i in report.rejected if i >= n_data)
         if refused:
-            late = []
-            for i, detail in refused:
-                origin = origins[i]
-                rej = Rejection(
-                    Reason.SINK_REJECTED,
-                    f"InfluxDB refused the point: {detail}"[:600],
-                    origin.message.topic,
-                    origin.message.payload,
-                    origin.message.received_ns,
-                    origin.unit_id,
-                )
-                rejections.append(rej)
-                late.append(self.builder.rejected(rej))
-            unstorable += len(self._write(late, stop).rejected)
+            late = [self._refused(origins[i], detail) for i, detail in refused]
+            rejections.extend(late)
+            unstorable += len(
+                (self._write([self.builder.rejected(r) for r in late], 0, stop) or WriteReport()).rejected
+            )
         if unstorable:
             # Only a bug, or someone writing `rejected` with other field types, gets here; say so loudly.
             log.error("ingest.rejected_record_unstorable", count=unstorable)
 
         for rej in rejections:
             self._count_rejection(rej)
-        self.stats.points_written += n_data - len(refused)
+        if spooled:
+            self.stats.points_spooled += n_data
+        else:
+            self.stats.points_written += n_data - len(refused)
         self.stats.messages_acked += self.source.ack(batch)
         self.stats.batches_written += 1
         self._oldest_pending_ns = 0
@@ -218,8 +236,20 @@ class Pipeline:
             messages=len(batch),
             points=n_data - len(refused),
             rejected=len(rejections),
+            spooled=spooled,
             requests=report.requests,
             ms=round(elapsed_ms, 1),
+        )
+
+    @staticmethod
+    def _refused(origin: _Origin, detail: str) -> Rejection:
+        return Rejection(
+            Reason.SINK_REJECTED,
+            f"InfluxDB refused the point: {detail}"[:600],
+            origin.message.topic,
+            origin.message.payload,
+            origin.message.received_ns,
+            origin.unit_id,
         )
 
     def _count_rejection(self, rej: Rejection) -> None:
@@ -239,31 +269,128 @@ class Pipeline:
                 "ingest.message_rejected", reason=rej.reason.value, detail=rej.detail, topic=rej.topic[:200]
             )
 
-    def _write(self, lines: list[str], stop: threading.Event) -> WriteReport:
-        """Write with retries on transient failures; raise StoppedError if asked to stop while waiting."""
-        delay = self.buffer.retry_initial_s
+    def _write(self, lines: list[str], n_data: int, stop: threading.Event) -> WriteReport | None:
+        """Write, or spool (None) when InfluxDB cannot take it; keep retrying only when the spool is full.
+
+        ``n_data`` is how many of ``lines`` are telemetry (the rest are rejected records), kept in the
+        spool so that replay counts and re-rejects them correctly. Raises StoppedError if asked to stop
+        while waiting with an unspooled batch.
+        """
         while True:
+            if self.clock() < self._retry_at:
+                if self._to_spool(lines, n_data):
+                    return None
+                if stop.wait(max(0.0, self._retry_at - self.clock())):
+                    raise StoppedError
             try:
                 report = self.sink.write(lines)
             except SinkRetryableError as exc:
-                self.stats.write_retries += 1
-                wait = exc.retry_after if exc.retry_after is not None else delay
-                if self._outage_since is None:
-                    self._outage_since = self.clock()
-                    log.warning(
-                        "ingest.write_retrying", error=str(exc), wait_s=round(wait, 2), lines=len(lines)
-                    )
-                else:
-                    log.debug("ingest.write_retrying", error=str(exc), wait_s=round(wait, 2))
-                if stop.wait(wait):
-                    raise StoppedError from exc
-                delay = min(delay * 2, self.buffer.retry_max_s)
+                self._failed(exc, len(lines))
                 continue
-            self.stats.write_requests += report.requests
-            if self._outage_since is not None:
-                log.info("ingest.write_resumed", outage_s=round(self.clock() - self._outage_since, 1))
-                self._outage_since = None
+            self._succeeded(report)
             return report
+
+    def _to_spool(self, lines: list[str], n_data: int) -> bool:
+        if self.spool is None:
+            return False
+        if self.spool.put(lines, n_data):
+            self.stats.batches_spooled += 1
+            if self._spool_full:
+                self._spool_full = False
+                log.info("ingest.spool_accepting", bytes=self.spool.bytes)
+            return True
+        if not self._spool_full:
+            self._spool_full = True
+            log.warning(
+                "ingest.spool_full",
+                bytes=self.spool.bytes,
+                max_bytes=self.spool.max_bytes,
+                batches=self.spool.batches,
+                note="acks stop; the broker holds further messages until InfluxDB takes writes again",
+            )
+        return False
+
+    def _failed(self, exc: SinkRetryableError, n_lines: int) -> None:
+        """Back off: nothing is sent to InfluxDB until ``_retry_at`` (Retry-After when the server says)."""
+        self.stats.write_retries += 1
+        wait = exc.retry_after if exc.retry_after is not None else self._delay
+        self._retry_at = self.clock() + wait
+        self._delay = min(self._delay * 2, self.buffer.retry_max_s)
+        if self._outage_since is None:
+            self._outage_since = self.clock()
+            log.warning(
+                "ingest.write_failing",
+                error=str(exc),
+                wait_s=round(wait, 2),
+                lines=n_lines,
+                spool="on" if self.spool is not None else "off",
+            )
+        else:
+            log.debug("ingest.write_retrying", error=str(exc), wait_s=round(wait, 2))
+
+    def _succeeded(self, report: WriteReport) -> None:
+        self.stats.write_requests += report.requests
+        self._delay = self.buffer.retry_initial_s
+        self._retry_at = 0.0
+        if self._outage_since is not None:
+            log.info(
+                "ingest.write_resumed",
+                outage_s=round(self.clock() - self._outage_since, 1),
+                spooled_batches=self.spool.batches if self.spool is not None else 0,
+            )
+            self._outage_since = None
+
+    def replay(self, stop: threading.Event, budget_s: float) -> int:
+        """Write spooled batches, oldest first, for about ``budget_s``; returns the batches replayed.
+
+        A batch leaves the spool only after InfluxDB took it. Points InfluxDB refuses on replay (a field
+        type conflict that appeared meanwhile) are recorded in ``rejected`` with the line as payload, since
+        the original message is gone (it was acked when spooled).
+        """
+        if self.spool is None or not self.spool.batches or self.clock() < self._retry_at:
+            return 0
+        deadline = self.clock() + budget_s
+        done = 0
+        while not stop.is_set():
+            segment = self.spool.peek()
+            if segment is None:
+                break
+            try:
+                report = self.sink.write(segment.lines)
+            except SinkRetryableError as exc:
+                self._failed(exc, len(segment.lines))
+                break
+            self._succeeded(report)
+            refused = {i: d for i, d in report.rejected.items() if i < segment.n_data}
+            if refused:
+                now_ns = time.time_ns()
+                rejs = [
+                    Rejection(
+                        Reason.SINK_REJECTED,
+                        f"InfluxDB refused a spooled point (payload is its line protocol): {detail}"[:600],
+                        "",
+                        segment.lines[i].encode(),
+                        now_ns,
+                    )
+                    for i, detail in refused.items()
+                ]
+                for rej in rejs:
+                    self._count_rejection(rej)
+                self._write([self.builder.rejected(r) for r in rejs], 0, stop)
+            self.spool.remove(segment.seq)
+            points = segment.n_data - len(refused)
+            self.stats.points_written += points
+            self.stats.points_replayed += points
+            self.stats.batches_replayed += 1
+            self._replayed.append((self.clock(), points))
+            while self._replayed and self.clock() - self._replayed[0][0] > _RATE_WINDOW_S:
+                self._replayed.popleft()
+            done += 1
+            if self.clock() >= deadline:
+                break
+        if done and not self.spool.batches:
+            log.info("ingest.spool_drained", batches_replayed=self.stats.batches_replayed)
+        return done
 
     def write_stats(self) -> None:
         """Store the counters in ``oxyfleet_ingest``; best effort (one try), never blocks ingestion."""
@@ -278,12 +405,30 @@ class Pipeline:
         """Counters plus gauges of the moment."""
         self.stats.gauges["backlog"] = self.source.pending()
         self.stats.gauges["reconnects"] = self.source.reconnects
+        subscribed = getattr(self.source, "subscribed", None)
+        if subscribed is not None:
+            self.stats.gauges["mqtt_subscribed"] = int(subscribed.is_set())
         self.stats.gauges["points_unregistered"] = self.builder.tags.unregistered
         oldest = self._oldest_pending_ns
         self.stats.gauges["oldest_unwritten_age_s"] = (
             round((time.time_ns() - oldest) / 1e9, 3) if oldest else 0.0
         )
+        spool = self.spool
+        self.stats.gauges["spool_batches"] = spool.batches if spool else 0
+        self.stats.gauges["spool_bytes"] = spool.bytes if spool else 0
+        self.stats.gauges["spool_max_bytes"] = spool.max_bytes if spool else 0
+        self.stats.gauges["spool_oldest_age_s"] = round(spool.oldest_age_s(), 3) if spool else 0.0
+        self.stats.gauges["spool_full"] = int(self._spool_full)
+        self.stats.gauges["spool_corrupt"] = spool.corrupt if spool else 0
+        self.stats.gauges["spool_replay_points_per_s"] = self._replay_rate()
         return self.stats.snapshot()
+
+    def _replay_rate(self) -> float:
+        """Points replayed per second over the last ``_RATE_WINDOW_S`` (read from any thread)."""
+        now = self.clock()
+        recent = tuple(self._replayed)  # only the pipeline thread mutates the deque
+        points = sum(n for t, n in recent if now - t <= _RATE_WINDOW_S)
+        return round(points / _RATE_WINDOW_S, 1)
 
 
 # --- construction from settings ----------------------------------------------------------------------
@@ -358,6 +503,8 @@ class Ingester:
         finally:
             self.source.stop()
             self.sink.close()
+            if self.pipeline.spool is not None:
+                self.pipeline.spool.close()
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()
 
@@ -373,7 +520,17 @@ def build_ingester(settings: Settings, tags: TagLookup | None = None, *, serve: 
         except InventoryError as exc:
             raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc
     transport = make_transport(settings.influx)
-    prepare_database(transport, settings.influx)
+    try:
+        prepare_database(transport, settings.influx)
+    except SinkRetryableError as exc:
+        if not settings.spool.enabled:
+            raise
+        # A site's power comes back before its InfluxDB does: with a spool there is no reason to wait.
+        log.warning(
+            "ingest.influx_unreachable_at_start",
+            error=str(exc),
+            note="starting anyway; batches go to the spool until InfluxDB answers",
+        )
     source = MqttSource(settings.mqtt, max_pending=settings.buffer.max_pending)
     payload = settings.payload
     decoder = Decoder(
@@ -384,6 +541,9 @@ def build_ingester(settings: Settings, tags: TagLookup | None = None, *, serve: 
         backfill_ms=payload.backfill_s * 1000,
     )
     sink = InfluxSink(transport)
+    spool = None
+    if settings.spool.enabled:
+        spool = Spool(settings.spool.dir, settings.spool.max_bytes, fsync=settings.spool.fsync)
     pipeline = Pipeline(
         source,
         sink,
@@ -391,6 +551,8 @@ def build_ingester(settings: Settings, tags: TagLookup | None = None, *, serve: 
         LineBuilder(tags, settings.instance),
         settings.buffer,
         stats_interval_s=settings.stats_interval_s,
+        spool=spool,
+        replay_budget_s=settings.spool.replay_budget_s,
     )
     server = None
     if serve and settings.metrics_port:

@@ -34,6 +34,10 @@ class Stats:
     write_requests: int = 0
     write_retries: int = 0
     batches_written: int = 0
+    points_spooled: int = 0
+    batches_spooled: int = 0
+    points_replayed: int = 0
+    batches_replayed: int = 0
     last_batch_ms: float = 0.0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     # Filled in by the pipeline when a snapshot is taken.
@@ -50,6 +54,10 @@ class Stats:
             "write_requests": self.write_requests,
             "write_retries": self.write_retries,
             "batches_written": self.batches_written,
+            "points_spooled": self.points_spooled,
+            "batches_spooled": self.batches_spooled,
+            "points_replayed": self.points_replayed,
+            "batches_replayed": self.batches_replayed,
             "last_batch_ms": float(self.last_batch_ms),
         }
         for reason, n in self.rejected_by_reason.items():

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.config import BufferSettings, InfluxSettings, MqttSettings, Settings
+from ingest.config import BufferSettings, InfluxSettings, MqttSettings, Settings, SpoolSettings
 from ingest.pipeline import Ingester, build_ingester
 from ingest.query_influx import InfluxQL
 
@@ -88,9 +88,12 @@ def make_settings(
     protocol: str = "5",
     inventory_file: Path | None = None,
     inventory_check_s: float = 2.0,
+    spool: SpoolSettings | None = None,
     **buffer: Any,
 ) -> Settings:
+    """Test settings; without ``spool`` the spool is off (tests that want it pass their own directory)."""
     return Settings(
+        spool=spool or SpoolSettings(enabled=False),
         inventory_file=inventory_file,
         inventory_check_s=inventory_check_s,
         _env_file=None,
@@ -202,4 +205,4 @@ def wait_for_fixture() -> Callable[..., Any]:
 @pytest.fixture(name="settings_for")
 def settings_for_fixture(influx: InfluxQL, prefix: str) -> Callable[..., Settings]:
     """Settings pointing at this test's prefix and database (for subprocesses and custom setups)."""
-    return lambda client_id, **buffer: make_settings(prefix, influx.database, client_id, **buffer)
+    return lambda client_id, **options: make_settings(prefix, influx.database, client_id, **options)

@@ -16,9 +16,11 @@ from ingest.errors import SinkAuthError, SinkRejectedError, SinkRetryableError, 
 from ingest.lineproto import LineBuilder
 from ingest.pipeline import Pipeline
 from ingest.sink_influx import InfluxSink
+from ingest.spool import Spool
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from pathlib import Path
 
 NOW_MS = 1764140400000
 
@@ -53,8 +55,10 @@ class RecordingTransport:
     def __init__(self, failures: list[Exception] | None = None) -> None:
         self.failures = deque(failures or [])
         self.lines: list[str] = []
+        self.attempts = 0
 
     def write(self, body: bytes) -> None:
+        self.attempts += 1
         if self.failures:
             raise self.failures.popleft()
         lines = body.decode().split("\n")
@@ -66,7 +70,9 @@ class RecordingTransport:
         pass
 
 
-def make(source: FakeSource, transport: RecordingTransport, **buffer: float) -> Pipeline:
+def make(
+    source: FakeSource, transport: RecordingTransport, spool: Spool | None = None, **buffer: float
+) -> Pipeline:
     settings = BufferSettings(
         batch_size=int(buffer.get("batch_size", 100)),
         batch_age_s=0.05,
@@ -80,6 +86,7 @@ def make(source: FakeSource, transport: RecordingTransport, **buffer: float) -> 
         LineBuilder(instance="t"),
         settings,
         stats_interval_s=3600,
+        spool=spool,
     )
 
 
@@ -120,7 +127,7 @@ def test_transient_failures_are_retried_honouring_retry_after_and_nothing_is_ack
     assert pipeline.stats.write_retries == 2
     events = [e["event"] for e in logs]
     warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
-    assert warnings.count("ingest.write_retrying") == 1  # warned once per outage, not per attempt
+    assert warnings.count("ingest.write_failing") == 1  # warned once per outage, not per attempt
     assert "ingest.write_resumed" in events
 
 
@@ -174,3 +181,94 @@ def test_stats_are_written_to_oxyfleet_ingest() -> None:
     assert "messages_received=2i" in stats_line
     assert "points_written=1i" in stats_line
     assert "rejected_not_json=1i" in stats_line
+
+
+# --- with the spool ------------------------------------------------------------------------------------
+
+
+def telemetry_units(lines: list[str]) -> list[str]:
+    return [
+        line.split("unit_id=")[1].split(",")[0].split(" ")[0]
+        for line in lines
+        if line.startswith("telemetry,")
+    ]
+
+
+def test_an_outage_spools_and_acks_then_replays_everything_in_order(tmp_path: Path) -> None:
+    source = FakeSource([msg(i, unit=f"U{i}") for i in range(6)])
+    transport = RecordingTransport([SinkRetryableError("down")])
+    spool = Spool(tmp_path, 1 << 20)
+    pipeline = make(source, transport, spool, batch_size=2)
+    pipeline.buffer = pipeline.buffer.model_copy(update={"retry_initial_s": 60.0})
+    pipeline._delay = 60.0
+    stop = threading.Event()
+    with capture_logs() as logs:
+        for _ in range(3):
+            pipeline.handle(pipeline._collect(stop), stop)
+    # One failed attempt, then the outage is not hammered: the next batches go straight to disk.
+    assert transport.attempts == 1
+    assert source.acked == [0, 1, 2, 3, 4, 5]
+    assert (spool.batches, pipeline.stats.points_spooled, pipeline.stats.points_written) == (3, 6, 0)
+    assert pipeline.snapshot()["spool_batches"] == 3
+    assert pipeline.replay(stop, 10) == 0  # still inside the backoff window
+    pipeline._retry_at = 0.0  # the window passes
+    assert pipeline.replay(stop, 10) == 3
+    assert telemetry_units(transport.lines) == [f"U{i}" for i in range(6)]
+    assert (spool.batches, pipeline.stats.points_written, pipeline.stats.points_replayed) == (0, 6, 6)
+    assert pipeline.snapshot()["spool_replay_points_per_s"] == 0.6
+    assert [e["event"] for e in logs].count("ingest.write_failing") == 1
+
+
+def test_replay_interleaves_with_live_batches_within_its_budget(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1 << 20)
+    for i in range(4):
+        assert spool.put([f"telemetry,unit_id=old{i} purity_pct=90 {NOW_MS * 1_000_000 + i}"], 1)
+    source = FakeSource([msg(i, unit=f"new{i}") for i in range(2)])
+    transport = RecordingTransport()
+    pipeline = make(source, transport, spool, batch_size=1)
+    stop = threading.Event()
+    for _ in range(2):
+        pipeline.handle(pipeline._collect(stop), stop)
+        pipeline.replay(stop, 0.0)  # a zero budget still replays one batch per live batch
+    assert telemetry_units(transport.lines) == ["new0", "old0", "new1", "old1"]
+    assert spool.batches == 2
+
+
+def test_a_full_spool_stops_acking_until_influxdb_takes_the_batch(tmp_path: Path) -> None:
+    source = FakeSource([msg(i, unit=f"U{i}") for i in range(3)])
+    acked_at_failure: list[int] = []
+
+    class Outage(RecordingTransport):
+        def write(self, body: bytes) -> None:
+            if self.failures:
+                acked_at_failure.append(len(source.acked))
+            super().write(body)
+
+    transport = Outage([SinkRetryableError("down")] * 5)
+    spool = Spool(tmp_path, 4096)
+    assert spool.put([f"telemetry,unit_id=old{i} purity_pct=90 {i}" for i in range(90)], 90)
+    assert spool.bytes > 3500  # nothing of the size of a batch fits any more
+    pipeline = make(source, transport, spool, batch_size=3)
+    with capture_logs() as logs:
+        run_until_drained(pipeline, source)
+    assert acked_at_failure == [0] * 5  # every failed attempt happened with nothing acked
+    assert spool.batches == 1
+    assert source.acked == [0, 1, 2]
+    assert telemetry_units(transport.lines) == ["U0", "U1", "U2"]
+    assert "ingest.spool_full" in [e["event"] for e in logs]
+
+
+def test_points_refused_on_replay_are_kept_as_rejected_with_their_line(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1 << 20)
+    good = f"telemetry,unit_id=ok purity_pct=93 {NOW_MS * 1_000_000}"
+    bad = f"telemetry,unit_id=conflict purity_pct=93 {NOW_MS * 1_000_000}"
+    assert spool.put([good, bad], n_data=2)
+    transport = RecordingTransport()
+    pipeline = make(FakeSource([]), transport, spool)
+    assert pipeline.replay(threading.Event(), 1.0) == 1
+    assert good in transport.lines
+    rejected = [line for line in transport.lines if line.startswith("rejected,")]
+    assert len(rejected) == 1
+    assert "reason=sink_rejected" in rejected[0]
+    assert "unit_id=conflict" in rejected[0]
+    assert (pipeline.stats.points_written, pipeline.stats.rejected_by_reason["sink_rejected"]) == (1, 1)
