@@ -332,6 +332,9 @@ class Pipeline:
         self.stats.write_requests += report.requests
         self._delay = self.buffer.retry_initial_s
         self._retry_at = 0.0
+        if self._spool_full:  # spool_full means "acks stopped"; they resume with this write
+            self._spool_full = False
+            log.info("ingest.acks_resumed")
         if self._outage_since is not None:
             log.info(
                 "ingest.write_resumed",
@@ -393,7 +396,13 @@ class Pipeline:
         return done
 
     def write_stats(self) -> None:
-        """Store the counters in ``oxyfleet_ingest``; best effort (one try), never blocks ingestion."""
+        """Store the counters in ``oxyfleet_ingest``; best effort (one try), never blocks ingestion.
+
+        Skipped while backing off: a throttling InfluxDB asked for quiet, and the counters are cumulative,
+        so the next point covers the gap (``/metrics`` stays live meanwhile).
+        """
+        if self.clock() < self._retry_at:
+            return
         try:
             self.sink.write([self.builder.stats(self.snapshot())])
         except SinkFatalError:

@@ -1,0 +1,506 @@
+"""Fault injection with real processes: zero loss and no duplicates when InfluxDB, the broker or the ingester fail.
+
+Every scenario runs the ingester as it ships (``python -m ingest run`` in a subprocess, spool on), publishes
+a known set of readings with the load generator (``oxyfleet simulate --load``, a separate process
+publishing at QoS 1: every reading has a distinct unit and timestamp), injects one fault, and ends by
+counting in InfluxDB: every published reading stored exactly once, nothing rejected, spool empty.
+
+The services are real. InfluxDB and Mosquitto are stopped and started by the project's own
+``scripts/services`` on private ports and directories (so the shared services other tests use are never
+touched). HTTP-level faults (503, 429 with Retry-After, slow answers, answers slower than the ingester's
+timeout) come from :class:`FaultProxy`, a small HTTP proxy in front of the real InfluxDB: it is not a
+stand-in for InfluxDB (every request it lets through is answered by InfluxDB itself), it only adds the
+failures a loaded or restarting InfluxDB produces, on a schedule the test controls.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from ingest.query_influx import InfluxQL
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SHARED_MQTT_PORT = int(os.environ.get("OXYFLEET_SERVICES_MQTT_PORT", "1883"))
+SHARED_INFLUX = f"http://127.0.0.1:{os.environ.get('OXYFLEET_SERVICES_INFLUX_PORT', '8086')}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- the pieces ------------------------------------------------------------------------------------------
+
+
+class PrivateServices:
+    """A Mosquitto + InfluxDB pair of this test only, run by ``scripts/services`` (start/stop each)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.mqtt_port = free_port()
+        self.influx_port = free_port()
+        self.env = {
+            **os.environ,
+            "OXYFLEET_RUN_DIR": str(run_dir),
+            "OXYFLEET_SERVICES_MQTT_PORT": str(self.mqtt_port),
+            "OXYFLEET_SERVICES_INFLUX_PORT": str(self.influx_port),
+            "OXYFLEET_SERVICES_INFLUX_RPC_PORT": str(free_port()),
+        }
+
+    @property
+    def influx_url(self) -> str:
+        return f"http://127.0.0.1:{self.influx_port}"
+
+    def __call__(self, action: str, which: str = "all") -> None:
+        subprocess.run(
+            [str(ROOT / "scripts" / "services"), action, *([] if which == "all" else [which])],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+
+    def pid(self, which: str) -> int:
+        return int((self.run_dir / f"{which}.pid").read_text())
+
+
+class FaultProxy:
+    """HTTP proxy to the real InfluxDB that fails on command: ``mode`` is pass, 503, 429, or slow:<seconds>."""
+
+    def __init__(self, upstream: str) -> None:
+        self.mode = "pass"
+        self.writes: list[tuple[float, str, int]] = []  # (time, mode, status) of each /write request
+        target = urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                mode = proxy.mode
+                is_write = self.path.startswith("/write")
+                if is_write and mode in ("503", "429"):
+                    status = int(mode)
+                    proxy.writes.append((time.monotonic(), mode, status))
+                    message = b'{"error":"injected by the fault proxy"}'
+                    self.send_response(status)
+                    if status == 429:
+                        self.send_header("Retry-After", "1")
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(message)))
+                    self.end_headers()
+                    self.wfile.write(message)
+                    return
+                if is_write and mode.startswith("slow:"):
+                    time.sleep(float(mode.split(":", 1)[1]))
+                conn = http.client.HTTPConnection(
+                    target.hostname or "127.0.0.1", target.port or 8086, timeout=30
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                if is_write:
+                    proxy.writes.append((time.monotonic(), mode, resp.status))
+                try:
+                    self.send_response(resp.status)
+                    for key, value in resp.getheaders():
+                        if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the ingester gave up waiting (timeout); InfluxDB has the points anyway
+
+            do_GET = do_POST = _relay  # noqa: N815
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class IngesterProcess:
+    """``python -m ingest run`` as it ships, with the spool on, in a subprocess we can kill."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.metrics_port = int(env["OXYFLEET_METRICS_PORT"])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ingest", "run"], env=self.env, cwd=ROOT, stdout=out, stderr=out
+            )
+        self.starts += 1
+        wait(lambda: self.metrics().get("mqtt_subscribed") or self.dead(), 30, "the ingester's subscription")
+        assert not self.dead(), self.tail()
+
+    def dead(self) -> bool:
+        return self.proc is None or self.proc.poll() is not None
+
+    def metrics(self) -> dict[str, float]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("oxyfleet_ingest_") and "{" in line:
+                name = line.split("{", 1)[0].removeprefix("oxyfleet_ingest_")
+                out[name] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no disconnect, no cleanup - as an OOM kill or a power cut would."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+class Load:
+    """One run of the load generator in its own process: ``messages`` readings over ``units`` units."""
+
+    def __init__(
+        self, env: dict[str, str], messages: int, rate: float, unit_prefix: str, units: int = 50
+    ) -> None:
+        self.messages, self.units, self.unit_prefix = messages, units, unit_prefix
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ingest",
+                "simulate",
+                "--load",
+                "--qos=1",
+                f"--messages={messages}",
+                f"--rate={rate}",
+                f"--units={units}",
+                f"--unit-prefix={unit_prefix}",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def finish(self, timeout: float = 120) -> None:
+        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, out.decode(errors="replace")
+        assert f"published {self.messages} readings" in out.decode(), out.decode(errors="replace")
+
+
+def stored(reader: InfluxQL, unit_prefix: str) -> tuple[int, dict[str, int]]:
+    """(points, points per unit) of one load run's units in ``telemetry``."""
+    rows = reader.rows(
+        f"SELECT count(purity_pct) AS n FROM telemetry WHERE unit_id =~ /^{unit_prefix}-/ GROUP BY unit_id"
+    )
+    per_unit = {r["unit_id"]: int(r["n"]) for r in rows}
+    return sum(per_unit.values()), per_unit
+
+
+def assert_published_equals_stored(
+    ingester: IngesterProcess, loads: list[Load], url: str | None = None
+) -> None:
+    """Every published reading stored exactly once (per unit, too), nothing rejected, spool drained."""
+    reader = InfluxQL(url or ingester.env["OXYFLEET_INFLUX__URL"], ingester.env["OXYFLEET_INFLUX__DATABASE"])
+    try:
+        _check_stored(reader, loads, ingester)
+    finally:
+        reader.close()
+
+
+def _check_stored(reader: InfluxQL, loads: list[Load], ingester: IngesterProcess) -> None:
+    expected = sum(load.messages for load in loads)
+
+    def total() -> int:
+        return sum(stored(reader, load.unit_prefix)[0] for load in loads)
+
+    wait(
+        lambda: total() >= expected,
+        90,
+        f"{expected} stored readings (have {total()})\n{ingester.tail()}",
+        0.5,
+    )
+    time.sleep(1.5)  # anything still arriving now would be a duplicate or a stray
+    for load in loads:
+        count, per_unit = stored(reader, load.unit_prefix)
+        per, extra = divmod(load.messages, load.units)
+        wanted = {f"{load.unit_prefix}-{i:06d}": per + (1 if i < extra else 0) for i in range(load.units)}
+        assert (count, per_unit) == (load.messages, wanted), "published != stored"
+    rejected = reader.rows("SELECT count(payload_bytes) FROM rejected")
+    assert rejected == [], f"nothing may be rejected: {rejected}"
+    metrics = wait(ingester.metrics, 10, "metrics")
+    assert metrics["spool_batches"] == 0
+    assert metrics["spool_corrupt"] == 0
+
+
+# --- fixtures --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_services(services: None) -> Iterator[PrivateServices]:
+    # Under the checkout, not /tmp: Mosquitto drops to its own user and must reach its persistence dir.
+    run_dir = ROOT / ".run" / f"faults-{uuid.uuid4().hex[:8]}"
+    svc = PrivateServices(run_dir)
+    try:
+        yield svc
+    finally:
+        subprocess.run(
+            [str(ROOT / "scripts" / "services"), "stop"], env=svc.env, capture_output=True, check=False
+        )
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def scenario(
+    tmp_path: Path, services: None
+) -> Iterator[Callable[..., tuple[IngesterProcess, dict[str, str]]]]:
+    """Build (ingester, load env) for one scenario; everything is stopped and dropped afterwards."""
+    started: list[IngesterProcess] = []
+    dbs: list[tuple[str, str]] = []
+
+    def make(
+        *,
+        mqtt_port: int = SHARED_MQTT_PORT,
+        influx_url: str = SHARED_INFLUX,
+        db_url: str | None = None,
+        **extra: str,
+    ) -> tuple[IngesterProcess, dict[str, str]]:
+        tag = uuid.uuid4().hex[:8]
+        db = f"faults_{tag}"
+        reader = InfluxQL(db_url or influx_url, db)
+        reader.execute(f'CREATE DATABASE "{db}"')
+        reader.close()
+        dbs.append((db_url or influx_url, db))
+        base = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
+        common = {"OXYFLEET_MQTT__PORT": str(mqtt_port), "OXYFLEET_MQTT__TOPIC_PREFIX": f"f{tag}/oxygen"}
+        env = {
+            **base,
+            **common,
+            "OXYFLEET_MQTT__CLIENT_ID": f"faults-ingest-{tag}",
+            "OXYFLEET_MQTT__RECONNECT_MAX_S": "2",
+            "OXYFLEET_INFLUX__URL": influx_url,
+            "OXYFLEET_INFLUX__DATABASE": db,
+            "OXYFLEET_INFLUX__CREATE_DATABASE": "false",
+            "OXYFLEET_INFLUX__TIMEOUT_S": "2",
+            "OXYFLEET_BUFFER__BATCH_AGE_S": "0.5",
+            "OXYFLEET_BUFFER__RETRY_INITIAL_S": "0.5",
+            "OXYFLEET_BUFFER__RETRY_MAX_S": "2",
+            "OXYFLEET_SPOOL__DIR": str(tmp_path / f"spool-{tag}"),
+            "OXYFLEET_METRICS_PORT": str(free_port()),
+            "OXYFLEET_INSTANCE": "faults",
+            "OXYFLEET_LOG_FORMAT": "json",
+            "OXYFLEET_LOG_LEVEL": "info",
+            **extra,
+        }
+        ingester = IngesterProcess(env, tmp_path / f"ingester-{tag}.log")
+        started.append(ingester)
+        return ingester, {**base, **common}
+
+    yield make
+    for ingester in started:
+        ingester.stop()
+    for url, db in dbs:
+        with_reader = InfluxQL(url, db)
+        try:
+            with_reader.execute(f'DROP DATABASE "{db}"')
+        except Exception:
+            pass
+        finally:
+            with_reader.close()
+
+
+# --- scenarios -------------------------------------------------------------------------------------------
+
+
+def test_influxdb_stopped_for_60_s_under_load(private_services: PrivateServices, scenario: Any) -> None:
+    private_services("start", "influxdb")
+    ingester, load_env = scenario(influx_url=private_services.influx_url)
+    ingester.start()
+    load = Load(load_env, messages=15_000, rate=200, unit_prefix="OUT")
+    time.sleep(5)
+    private_services("stop", "influxdb")
+    down_at = time.monotonic()
+    time.sleep(58)
+    during = ingester.metrics()
+    # The outage went to disk and was acked: the broker is not holding a minute of the fleet's data.
+    assert during["spool_batches"] > 0, ingester.tail()
+    assert during["points_spooled"] > 5_000
+    assert during["messages_acked"] > 10_000
+    wait(lambda: time.monotonic() - down_at >= 60, 5, "60 s")
+    private_services("start", "influxdb")
+    load.finish()
+    assert_published_equals_stored(ingester, [load])
+    assert ingester.metrics()["points_replayed"] >= during["points_spooled"]
+    assert not ingester.dead()
+
+
+def test_ingester_sigkilled_mid_batch_and_while_spooling(scenario: Any) -> None:
+    proxy = FaultProxy(SHARED_INFLUX)
+    try:
+        ingester, load_env = scenario(
+            influx_url=proxy.url, db_url=SHARED_INFLUX, OXYFLEET_BUFFER__BATCH_AGE_S="1"
+        )
+        ingester.start()
+        load = Load(load_env, messages=12_000, rate=800, unit_prefix="KILL")
+        for _ in range(2):  # killed with a batch in hand (messages received, not yet acked), then restarted
+            wait(lambda: ingester.metrics().get("messages_received", 0) > 0, 10, "a batch in progress", 0.05)
+            time.sleep(0.7)
+            ingester.kill()
+            ingester.start()
+        proxy.mode = "503"
+        wait(lambda: ingester.metrics().get("spool_batches", 0) >= 2, 20, "spooled batches")
+        ingester.kill()  # while spooling: the spool must survive and nothing acked may be lost
+        spool_dir = Path(ingester.env["OXYFLEET_SPOOL__DIR"])
+        assert list(spool_dir.glob("*.batch"))
+        ingester.start()  # InfluxDB still failing: it starts anyway and keeps spooling
+        time.sleep(3)
+        assert not ingester.dead(), ingester.tail()
+        ingester.kill()
+        proxy.mode = "pass"
+        ingester.start()
+        load.finish()
+        assert_published_equals_stored(ingester, [load], SHARED_INFLUX)
+        assert not list(spool_dir.glob("*.tmp"))
+        assert not list(spool_dir.glob("*.corrupt"))
+        assert '"ingest.spool_found"' in ingester.tail() or "ingest.spool_found" in ingester.log.read_text()
+    finally:
+        proxy.close()
+
+
+def test_broker_restarted_with_persistence_keeps_the_ingesters_queue(
+    private_services: PrivateServices, scenario: Any
+) -> None:
+    private_services("start", "mosquitto")
+    ingester, load_env = scenario(mqtt_port=private_services.mqtt_port)
+    ingester.start()
+    ingester.signal(signal.SIGSTOP)  # frozen: what is published now waits in its session on the broker
+    try:
+        before = Load(load_env, messages=3_000, rate=0, unit_prefix="PRE")
+        before.finish()
+        old_pid = private_services.pid("mosquitto")
+        private_services("stop", "mosquitto")
+        private_services("start", "mosquitto")
+        assert private_services.pid("mosquitto") != old_pid
+    finally:
+        ingester.signal(signal.SIGCONT)
+    after = Load(load_env, messages=3_000, rate=1000, unit_prefix="POST")
+    after.finish()
+    assert_published_equals_stored(ingester, [before, after])
+    assert ingester.metrics()["reconnects"] >= 1
+
+
+def test_influxdb_answering_503_429_and_slowly(scenario: Any) -> None:
+    proxy = FaultProxy(SHARED_INFLUX)
+    try:
+        ingester, load_env = scenario(influx_url=proxy.url, db_url=SHARED_INFLUX)
+        ingester.start()
+        load = Load(load_env, messages=8_000, rate=400, unit_prefix="HTTP")
+        for mode in ("pass", "503", "429", "slow:3", "slow:0.5", "pass"):
+            proxy.mode = mode
+            time.sleep(3.5)
+        load.finish()
+        assert_published_equals_stored(ingester, [load], SHARED_INFLUX)
+        seen = {mode for _, mode, _ in proxy.writes}
+        assert {"503", "429", "slow:3", "slow:0.5"} <= seen, seen
+        # Retry-After: 1 is honoured: after a 429, InfluxDB hears nothing for a second.
+        for i, (at, mode, _) in enumerate(proxy.writes[:-1]):
+            if mode == "429":
+                assert proxy.writes[i + 1][0] - at >= 0.9, proxy.writes[i : i + 2]
+        metrics = ingester.metrics()
+        assert metrics["points_spooled"] > 0
+        assert metrics["points_replayed"] == metrics["points_spooled"]
+    finally:
+        proxy.close()
+
+
+def test_a_full_spool_stops_acks_and_the_broker_holds_the_rest(scenario: Any) -> None:
+    proxy = FaultProxy(SHARED_INFLUX)
+    max_bytes = 64 * 1024
+    try:
+        ingester, load_env = scenario(
+            influx_url=proxy.url, db_url=SHARED_INFLUX, OXYFLEET_SPOOL__MAX_BYTES=str(max_bytes)
+        )
+        ingester.start()
+        proxy.mode = "503"
+        load = Load(load_env, messages=5_000, rate=1000, unit_prefix="FULL")
+        load.finish()  # the broker took every message (PUBACK) although InfluxDB takes none
+        full = wait(lambda: (m := ingester.metrics()).get("spool_full") == 1 and m, 20, "a full spool")
+        time.sleep(2)
+        held = ingester.metrics()
+        assert held["spool_bytes"] <= max_bytes
+        spool_dir = Path(ingester.env["OXYFLEET_SPOOL__DIR"])
+        assert sum(p.stat().st_size for p in spool_dir.glob("*.batch")) <= max_bytes
+        assert held["messages_acked"] == full["messages_acked"] < load.messages  # acks stopped
+        proxy.mode = "pass"
+        assert_published_equals_stored(ingester, [load], SHARED_INFLUX)
+        assert ingester.metrics()["spool_full"] == 0
+    finally:
+        proxy.close()
