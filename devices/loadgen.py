@@ -86,6 +86,7 @@ class _Job:
     password: str | None
     tls: bool
     ca_file: str | None
+    live_ts: bool = False
 
 
 def _open(job: _Job, client_id: str) -> socket.socket:
@@ -102,7 +103,7 @@ def _open(job: _Job, client_id: str) -> socket.socket:
     return sock
 
 
-def _worker(job: _Job) -> tuple[float, float]:  # noqa: C901 - connect, publish, count acks in one place
+def _worker(job: _Job) -> tuple[float, float]:  # noqa: C901, PLR0915 - connect, publish, count acks in one place
     """Publish ``job.count`` readings; return (start, end) wall times."""
     sock = _open(job, f"oxyfleet-load-{job.first}-{time.time_ns() % 10**6}")
     acked = 0
@@ -130,23 +131,23 @@ def _worker(job: _Job) -> tuple[float, float]:  # noqa: C901 - connect, publish,
         b'{"ts":%d,"seq":%d,"purity_pct":93.1,"flow_lpm":5.02,"setpoint_lpm":5.0,"outlet_kpa":55.2,'
         b'"temp_c":36.5,"running":true,"power":"mains"}'
     )
+    last_ts = [0] * len(topics)  # live timestamps: still distinct per unit when a unit repeats within 1 ms
     started = time.perf_counter()
     sent = 0
     while sent < job.count:
         n = min(_CHUNK, job.count - sent)
         packets = []
+        now_ms = time.time_ns() // 1_000_000
         for k in range(sent, sent + n):
             index = job.first + k
+            unit = index % len(topics)
+            if job.live_ts:
+                ts = last_ts[unit] = max(now_ms, last_ts[unit] + 1)
+            else:
+                ts = job.base_ts + index
             if job.qos:
                 in_flight.acquire()
-            packets.append(
-                _publish_packet(
-                    topics[index % len(topics)],
-                    template % (job.base_ts + index, index),
-                    job.qos,
-                    k % 65535 + 1,
-                )
-            )
+            packets.append(_publish_packet(topics[unit], template % (ts, index), job.qos, k % 65535 + 1))
         sock.sendall(b"".join(packets))
         sent += n
         if job.rate:
@@ -178,8 +179,15 @@ def run_load(
     password: str | None = None,
     tls: bool = False,
     ca_file: str | None = None,
+    live_ts: bool = False,
 ) -> LoadResult:
-    """Publish ``messages`` readings round-robin over ``units`` units; ``rate`` 0 means as fast as possible."""
+    """Publish ``messages`` readings round-robin over ``units`` units; ``rate`` 0 means as fast as possible.
+
+    Timestamps are distinct past ones 1 ms apart (a backlog being uploaded), or with ``live_ts`` the
+    publish time (a fleet reporting live; what latency and soak measurements need). Either way every
+    (unit, ts) is distinct: with live timestamps and several processes, each process publishes for its
+    own share of the units, so no two processes stamp the same unit.
+    """
     names = [f"{unit_prefix}-{i:06d}" for i in range(units)]
     base_ts = time.time_ns() // 1_000_000 - messages - 1000  # distinct past timestamps, 1 ms apart
     share, extra = divmod(messages, processes)
@@ -191,7 +199,7 @@ def run_load(
                 host,
                 port,
                 prefix,
-                names,
+                names[p::processes] if live_ts and processes > 1 else names,
                 first,
                 count,
                 qos,
@@ -201,6 +209,7 @@ def run_load(
                 password,
                 tls,
                 ca_file,
+                live_ts,
             )
         )
         first += count

@@ -503,6 +503,11 @@ def _duration(text: str) -> float:
 )
 @click.option("--processes", default=1, show_default=True, help="Load mode: publishing processes.")
 @click.option(
+    "--live-ts",
+    is_flag=True,
+    help="Load mode: stamp readings with the publish time (live fleet) instead of a past backlog.",
+)
+@click.option(
     "--unit-prefix", default="LOAD", show_default=True, help="Load mode: unit ids are PREFIX-000000, ..."
 )
 def simulate(
@@ -522,6 +527,7 @@ def simulate(
     rate: float,
     processes: int,
     unit_prefix: str,
+    live_ts: bool,
 ) -> None:
     """Publish a simulated fleet to the broker in OXYFLEET_MQTT__* (host, port, TLS, credentials, prefix)."""
     import random  # noqa: PLC0415
@@ -543,6 +549,7 @@ def simulate(
             rate=rate,
             processes=processes,
             unit_prefix=unit_prefix,
+            live_ts=live_ts,
             username=mq.username,
             password=mq.password_value(),
             tls=mq.tls,

@@ -176,3 +176,31 @@ def test_load_mode_reports_its_rate(prefix, tmp_path, services) -> None:
     assert "published 20000 readings from 100 units at QoS 1" in result.stdout
     rate = float(result.stdout.rsplit(": ", 1)[1].split()[0].replace(",", ""))
     assert rate > 0
+
+
+def test_load_mode_live_timestamps_are_now_and_distinct_per_unit_across_processes(
+    prefix: str, tmp_path: Path, services: None
+) -> None:
+    import paho.mqtt.client as mqtt  # noqa: PLC0415
+    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
+    seen: list[tuple[str, int]] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_message = lambda _c, _u, m: seen.append((m.topic.split("/")[-2], json.loads(m.payload)["ts"]))
+    sub.connect("127.0.0.1", int(os.environ.get("OXYFLEET_SERVICES_MQTT_PORT", "1883")))
+    sub.subscribe(f"{prefix}/#", qos=1)
+    sub.loop_start()
+    time.sleep(0.5)
+    start = now_ms()
+    args = ("--load", "--live-ts", "--messages", "6000", "--units", "10", "--processes", "2")
+    result = simulate(prefix, tmp_path / "unused.jsonl", *args)
+    end = now_ms()
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 10
+    while len(seen) < 6000 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sub.loop_stop()
+    sub.disconnect()
+    assert len(seen) == 6000
+    assert len(set(seen)) == 6000  # 600 readings per unit in well under 600 ms: still all distinct
+    assert all(start <= ts <= end + 1000 for _, ts in seen)
