@@ -1,0 +1,264 @@
+"""TLS on the real Mosquitto: a listener with a certificate made in the test, used by ingester and simulator.
+
+The certificate authority and the broker's certificate (for 127.0.0.1 and localhost) are generated here
+with ``cryptography``; Mosquitto serves them on a TLS-only listener. The ingester (``oxyfleet run`` in a
+subprocess) and both publishers (the simulator's paho client and the load mode's raw socket) connect with
+the CA from ``OXYFLEET_MQTT__CA_FILE``, and what they publish must be stored. A client that does not trust
+the CA, and a client speaking plain MQTT to the TLS port, must both be refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ingest.query_influx import InfluxQL
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+INFLUX = f"http://127.0.0.1:{os.environ.get('OXYFLEET_SERVICES_INFLUX_PORT', '8086')}"
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_ca_and_server(directory: Path, common_name: str = "oxyfleet test CA") -> tuple[Path, Path, Path]:
+    """A CA and a broker certificate it signed (SAN 127.0.0.1, localhost): (ca.pem, server.pem, server.key)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("oxyfleet test broker"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_pem, cert_pem, key_pem = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_pem.chmod(0o600)
+    return ca_pem, cert_pem, key_pem
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def tls_broker(services: None, tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """Mosquitto with one listener, TLS only, on a free loopback port: (port, CA file)."""
+    ca, cert, key = make_ca_and_server(tmp_path / "pki")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+        "tls_version tlsv1.2\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        "max_queued_messages 100000\n"
+        "log_dest stderr\n"
+        # The pytest temporary directory is private to root; keep Mosquitto able to read the key.
+        "user root\n"
+    )
+    proc = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    try:
+        yield port, ca
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def oxyfleet(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_ingester_and_simulator_over_tls_store_everything(
+    tls_broker: tuple[int, Path], tmp_path: Path
+) -> None:
+    port, ca = tls_broker
+    tag = uuid.uuid4().hex[:8]
+    db = f"tls_{tag}"
+    reader = InfluxQL(INFLUX, db)
+    reader.execute(f'CREATE DATABASE "{db}"')
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
+    mqtt_env = {
+        **base,
+        "OXYFLEET_MQTT__HOST": "127.0.0.1",
+        "OXYFLEET_MQTT__PORT": str(port),
+        "OXYFLEET_MQTT__TLS": "true",
+        "OXYFLEET_MQTT__CA_FILE": str(ca),
+        "OXYFLEET_MQTT__TOPIC_PREFIX": f"tls{tag}/oxygen",
+        "OXYFLEET_INFLUX__URL": INFLUX,
+        "OXYFLEET_INFLUX__DATABASE": db,
+    }
+    ingester_env = {
+        **mqtt_env,
+        "OXYFLEET_MQTT__CLIENT_ID": f"tls-ingest-{tag}",
+        "OXYFLEET_SPOOL__DIR": str(tmp_path / "spool"),
+        "OXYFLEET_METRICS_PORT": "0",
+        "OXYFLEET_BUFFER__BATCH_AGE_S": "0.2",
+        "OXYFLEET_LOG_FORMAT": "json",
+    }
+    check = oxyfleet(ingester_env, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"broker   mqtts://127.0.0.1:{port}: ok" in check.stdout
+
+    log = (tmp_path / "ingester.log").open("wb")
+    ingester = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run"], env=ingester_env, cwd=ROOT, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while b"ingest.subscribed" not in (tmp_path / "ingester.log").read_bytes():
+            assert time.monotonic() < deadline, (tmp_path / "ingester.log").read_text()
+            assert ingester.poll() is None, (tmp_path / "ingester.log").read_text()
+            time.sleep(0.1)
+        # The load mode's raw socket over TLS...
+        load = oxyfleet(
+            mqtt_env, "simulate", "--load", "--messages", "2000", "--units", "20", "--unit-prefix", "TLSLOAD"
+        )
+        assert load.returncode == 0, load.stdout + load.stderr
+        # ...and the simulator's paho client over TLS, as a device would connect.
+        truth = tmp_path / "truth.jsonl"
+        sim = oxyfleet(
+            mqtt_env,
+            "simulate",
+            "--units=5",
+            "--duration=3s",
+            "--speed=10",
+            "--faults=none",
+            "--malformed-share=0",
+            f"--ground-truth={truth}",
+        )
+        assert sim.returncode == 0, sim.stdout + sim.stderr
+        published = json.loads(truth.read_text().splitlines()[-1])["readings_published"]
+        assert published > 0
+        expected = 2000 + published
+        deadline = time.monotonic() + 30
+        stored = 0
+        while time.monotonic() < deadline:
+            rows = reader.rows("SELECT count(purity_pct) FROM telemetry")
+            stored = int(rows[0]["count"]) if rows else 0
+            if stored >= expected:
+                break
+            time.sleep(0.3)
+        assert stored == expected
+        assert reader.rows("SELECT count(payload_bytes) FROM rejected") == []
+    finally:
+        ingester.terminate()
+        ingester.wait(20)
+        log.close()
+        reader.execute(f'DROP DATABASE "{db}"')
+        reader.close()
+
+
+def test_a_client_that_does_not_trust_the_ca_or_skips_tls_is_refused(
+    tls_broker: tuple[int, Path], tmp_path: Path
+) -> None:
+    port, _ca = tls_broker
+    other_ca, _, _ = make_ca_and_server(tmp_path / "other", "some other CA")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
+    env = {**base, "OXYFLEET_MQTT__PORT": str(port), "OXYFLEET_MQTT__TLS": "true"}
+    env["OXYFLEET_MQTT__CA_FILE"] = str(other_ca)
+    env["OXYFLEET_INFLUX__URL"] = INFLUX
+    wrong_ca = oxyfleet(env, "check")
+    assert wrong_ca.returncode != 0
+    assert "certificate" in wrong_ca.stdout.lower(), wrong_ca.stdout
+    # The same through Python's TLS directly: verification fails on the handshake.
+    context = ssl.create_default_context(cafile=str(other_ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        context.wrap_socket(raw, server_hostname="127.0.0.1")
+    # Plain MQTT to the TLS listener gets no CONNACK.
+    plain = {**base, "OXYFLEET_MQTT__PORT": str(port), "OXYFLEET_INFLUX__URL": INFLUX}
+    result = oxyfleet(plain, "check")
+    assert result.returncode != 0
+    assert f"broker   mqtt://127.0.0.1:{port}: FAILED" in result.stdout
