@@ -5,7 +5,11 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY ingest ./ingest
 COPY devices ./devices
-RUN pip install . && useradd --system --uid 10001 oxyfleet
+# The spool must outlive the container (it holds acked data while InfluxDB is away): compose mounts a
+# volume here; the directory exists and belongs to the service user so a fresh named volume inherits that.
+RUN pip install . && useradd --system --uid 10001 oxyfleet \
+    && mkdir -p /var/lib/oxyfleet/spool && chown -R oxyfleet /var/lib/oxyfleet
+ENV OXYFLEET_SPOOL__DIR=/var/lib/oxyfleet/spool
 USER oxyfleet
 ENTRYPOINT ["oxyfleet"]
 CMD ["run"]

@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -86,6 +88,7 @@ def run_ingester(messages: int, units: int) -> dict[str, float]:
     """One ingester run over a preloaded backlog."""
     tag = uuid.uuid4().hex[:8]
     prefix, db, client_id = f"bench{tag}/oxygen", f"bench_{tag}", f"bench-ingest-{tag}"
+    spool_dir = Path(tempfile.mkdtemp(prefix="oxyfleet-bench-spool-"))  # removed at the end
     reader = InfluxQL(INFLUX, db)
     reader.execute(f'CREATE DATABASE "{db}"')
     session(client_id, f"{prefix}/#").disconnect()
@@ -102,7 +105,7 @@ def run_ingester(messages: int, units: int) -> dict[str, float]:
             "OXYFLEET_LOG_LEVEL": "warning",
             "OXYFLEET_INSTANCE": "bench",
             # The spool is on, as shipped; a directory of its own per run (one spool per process).
-            "OXYFLEET_SPOOL__DIR": str(ROOT / ".run" / "bench-spool" / tag),
+            "OXYFLEET_SPOOL__DIR": str(spool_dir),
         }
     )
     started = time.perf_counter()
@@ -121,6 +124,7 @@ def run_ingester(messages: int, units: int) -> dict[str, float]:
         proc.terminate()
         proc.wait(30)
         reader.execute(f'DROP DATABASE "{db}"')
+        shutil.rmtree(spool_dir, ignore_errors=True)
     return {
         "msgs_per_s": messages / elapsed,
         "lost": messages - stored,

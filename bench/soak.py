@@ -19,9 +19,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -83,6 +85,7 @@ def main() -> None:  # noqa: PLR0915 - one linear procedure, easier to read in o
     messages = int(rate * args.minutes * 60)
     tag = uuid.uuid4().hex[:8]
     prefix, db, metrics_port = f"soak{tag}/oxygen", f"soak_{tag}", 9190
+    spool_dir = Path(tempfile.mkdtemp(prefix="oxyfleet-bench-spool-"))  # removed at the end
     reader = InfluxQL(INFLUX, db)
     reader.execute(f'CREATE DATABASE "{db}"')
     base = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
@@ -96,7 +99,7 @@ def main() -> None:  # noqa: PLR0915 - one linear procedure, easier to read in o
         "OXYFLEET_METRICS_PORT": str(metrics_port),
         "OXYFLEET_LOG_LEVEL": "warning",
         "OXYFLEET_INSTANCE": "soak",
-        "OXYFLEET_SPOOL__DIR": str(ROOT / ".run" / "soak-spool" / tag),
+        "OXYFLEET_SPOOL__DIR": str(spool_dir),
     }
     print(
         f"soak: {args.units} units every {args.every:g} s = {rate:,.0f} msg/s for {args.minutes:g} min "
@@ -164,6 +167,7 @@ def main() -> None:  # noqa: PLR0915 - one linear procedure, easier to read in o
         ingester.terminate()
         ingester.wait(30)
         reader.execute(f'DROP DATABASE "{db}"')
+        shutil.rmtree(spool_dir, ignore_errors=True)
         reader.close()
     steady = [(s["t_s"], s["rss_mb"]) for s in samples if s["t_s"] >= WARMUP_S]
     summary = {

@@ -207,7 +207,7 @@ class SpoolSettings(_Section):
         description="Spool directory, one per ingester process (a volume in containers).",
     )
     max_bytes: int = Field(
-        1024**3,
+        4 * 1024**3,
         ge=4096,
         description="Spool bound; when full the ingester stops acking and the broker holds the rest.",
     )
