@@ -99,11 +99,50 @@ def test_run_with_bad_config_exits_2_without_connecting(unique) -> None:
 
 def test_run_without_influxdb_exits_1_and_says_so(services) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
-    result = oxyfleet(
-        "run", env={**env, "OXYFLEET_INFLUX__URL": "http://127.0.0.1:9", "OXYFLEET_METRICS_PORT": "0"}
-    )
+    env = {**env, "OXYFLEET_INFLUX__URL": "http://127.0.0.1:9", "OXYFLEET_METRICS_PORT": "0"}
+    result = oxyfleet("run", env={**env, "OXYFLEET_SPOOL__ENABLED": "false"})
     assert result.returncode == 1
     assert "is InfluxDB running at http://127.0.0.1:9" in result.stderr
+
+
+def test_run_without_influxdb_starts_anyway_when_it_can_spool(services, unique, tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
+    env |= {
+        "OXYFLEET_INFLUX__URL": "http://127.0.0.1:9",
+        "OXYFLEET_METRICS_PORT": "0",
+        "OXYFLEET_MQTT__CLIENT_ID": f"spoolstart-{unique}",
+        "OXYFLEET_MQTT__TOPIC_PREFIX": f"t{unique}/oxygen",
+        "OXYFLEET_SPOOL__DIR": str(tmp_path / "spool"),
+        "OXYFLEET_LOG_FORMAT": "json",
+    }
+    result = oxyfleet("run", "--duration", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "ingest.influx_unreachable_at_start" in result.stderr
+
+
+def test_check_reports_the_spool(settings_for, unique, tmp_path) -> None:
+    from ingest.spool import Spool
+
+    spool_dir = tmp_path / "spool"
+    spool = Spool(spool_dir, 1 << 20)
+    assert spool.put(["telemetry,unit_id=X purity_pct=93 1"], 1)
+    spool.close()
+    env = env_for(settings_for(f"check-{unique}")) | {
+        "OXYFLEET_SPOOL__ENABLED": "true",
+        "OXYFLEET_SPOOL__DIR": str(spool_dir),
+        "OXYFLEET_SPOOL__MAX_BYTES": str(1 << 20),
+        "OXYFLEET_METRICS_PORT": "1",  # nothing answers: the replay rate is unknown, not an error
+    }
+    ok = oxyfleet("check", env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    line = next(x for x in ok.stdout.splitlines() if x.startswith("spool"))
+    assert f"spool    {spool_dir}: 1 batches, 0.0 of 1 MiB (0 %)" in line
+    assert line.endswith(": ok")
+    assert "replay rate n/a" in line
+    (spool_dir / "0000000000000007.corrupt").write_bytes(b"damaged")
+    damaged = oxyfleet("check", env=env)
+    assert damaged.returncode == 1
+    assert "FAILED - 1 damaged segment(s)" in damaged.stdout
 
 
 def test_run_with_health_serves_the_api(settings_for, unique, influx, tmp_path) -> None:

@@ -181,8 +181,8 @@ def test_load_mode_reports_its_rate(prefix, tmp_path, services) -> None:
 def test_load_mode_live_timestamps_are_now_and_distinct_per_unit_across_processes(
     prefix: str, tmp_path: Path, services: None
 ) -> None:
-    import paho.mqtt.client as mqtt  # noqa: PLC0415
-    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     seen: list[tuple[str, int]] = []
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
