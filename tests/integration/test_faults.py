@@ -1,4 +1,4 @@
-"""Fault injection with real processes: zero loss and no duplicates when InfluxDB, the broker or the ingester fail.
+"""Real ingester processes: zero loss and no duplicates when InfluxDB, the broker or the ingester fail; scale-out.
 
 Every scenario runs the ingester as it ships (``python -m ingest run`` in a subprocess, spool on), publishes
 a known set of readings with the load generator (``oxyfleet simulate --load``, a separate process
@@ -504,3 +504,29 @@ def test_a_full_spool_stops_acks_and_the_broker_holds_the_rest(scenario: Any) ->
         assert ingester.metrics()["spool_full"] == 0
     finally:
         proxy.close()
+
+
+def test_two_ingesters_on_a_shared_subscription_split_the_load(scenario: Any, tmp_path: Path) -> None:
+    """Scale-out: two processes in one MQTT 5 shared-subscription group, no loss, no double counting."""
+    first, load_env = scenario(OXYFLEET_MQTT__SHARED_GROUP="oxyfleet", OXYFLEET_INSTANCE="ingest-a")
+    second_env = {
+        **first.env,
+        "OXYFLEET_MQTT__CLIENT_ID": first.env["OXYFLEET_MQTT__CLIENT_ID"] + "-b",
+        "OXYFLEET_METRICS_PORT": str(free_port()),
+        "OXYFLEET_SPOOL__DIR": first.env["OXYFLEET_SPOOL__DIR"] + "-b",  # one spool per process
+        "OXYFLEET_INSTANCE": "ingest-b",
+    }
+    second = IngesterProcess(second_env, tmp_path / "ingester-b.log")
+    try:
+        first.start()
+        second.start()
+        load = Load(load_env, messages=20_000, rate=0, unit_prefix="SHARE", units=200)
+        load.finish()
+        assert_published_equals_stored(first, [load])
+        a, b = first.metrics(), second.metrics()
+        # Each message went to exactly one of them (a message delivered to both would be acked twice)...
+        assert a["messages_acked"] + b["messages_acked"] == load.messages
+        # ...and both did a real share of the work.
+        assert min(a["messages_acked"], b["messages_acked"]) > load.messages * 0.2, (a, b)
+    finally:
+        second.stop()
