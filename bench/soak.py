@@ -134,6 +134,11 @@ def main() -> None:  # noqa: PLR0915 - one linear procedure, easier to read in o
         started = time.monotonic()
         while load.poll() is None:
             time.sleep(args.sample)
+            if ingester.poll() is not None:
+                load.terminate()
+                sys.exit(
+                    f"soak: the ingester exited ({ingester.returncode}) after {time.monotonic() - started:.0f} s"
+                )
             rss, cpu = rss_cpu(ingester.pid)
             m = metrics(metrics_port)
             sample = {

@@ -7,12 +7,13 @@ raises out of :meth:`Decoder.decode`, whatever the bytes are.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 
 from devices.payload import MAX_PAYLOAD_BYTES, MAX_READINGS, PAYLOAD_MODELS, TimeWindow
@@ -298,8 +299,18 @@ class Decoder:
         except ValidationError as exc:
             reject(*explain(exc, where))
             return
-        out.unknown_fields += sum(1 for key in item if key not in model.model_fields)
+        out.unknown_fields += len(item.keys() - _known_fields(model))
         out.readings.append(ValidReading(parts.kind, parts.unit_id, reading))
+
+
+@functools.cache
+def _known_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Field names of a payload model, cached.
+
+    pydantic's ``model_fields`` is rebuilt on every access; counting unknown fields that way was a sixth
+    of the decoding time in the profile.
+    """
+    return frozenset(model.model_fields)
 
 
 def _reading_bytes(item: object) -> bytes:

@@ -48,8 +48,8 @@ class Source(Protocol):
     fatal: SourceAuthError | None
     reconnects: int
 
-    def get(self, timeout: float) -> Inbound | None:
-        """Next message or None after ``timeout`` seconds."""
+    def take(self, limit: int, timeout: float) -> list[Inbound]:
+        """Up to ``limit`` waiting messages, waiting at most ``timeout`` for the first."""
         ...
 
     def ack(self, messages: Iterable[Inbound]) -> int:
@@ -131,20 +131,17 @@ class Pipeline:
         # Whatever was collected is handled; the rest of the queue is unacked and will be redelivered.
 
     def _collect(self, stop: threading.Event) -> list[Inbound]:
-        first = self.source.get(0.2)
-        if first is None:
+        batch = self.source.take(self.buffer.batch_size, 0.2)
+        if not batch:
             return []
-        batch = [first]
-        self._oldest_pending_ns = first.received_ns
+        self._oldest_pending_ns = batch[0].received_ns
         deadline = self.clock() + self.buffer.batch_age_s
         size = self.buffer.batch_size
         while len(batch) < size and not stop.is_set():
             remaining = deadline - self.clock()
             if remaining <= 0:
                 break
-            msg = self.source.get(min(remaining, 0.2))
-            if msg is not None:
-                batch.append(msg)
+            batch.extend(self.source.take(size - len(batch), min(remaining, 0.2)))
         return batch
 
     # --- one batch -----------------------------------------------------------------------------------

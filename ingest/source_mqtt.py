@@ -7,6 +7,7 @@ handled (``manual_ack``), so a crash between receiving and writing means redeliv
 The paho callback only wraps the message and enqueues it (as aiomqtt's ``_on_message`` does); nothing
 it raises can reach paho, which would otherwise re-raise it in its network thread. When the queue is
 full the callback blocks, which stops paho reading the socket: backpressure to the broker, never a drop.
+The pipeline takes messages in bulk (:meth:`MqttSource.take`) and acks a whole batch with one write.
 
 Acks and reconnects: packet ids are per connection. A message received on an earlier connection must not
 be acked on the current one (its id may now belong to another message); the broker redelivers it
@@ -16,9 +17,10 @@ current connection? then ack" atomic with respect to reconnects.
 
 from __future__ import annotations
 
-import queue
+import struct
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Final
 
 import paho.mqtt.client as mqtt
@@ -91,12 +93,53 @@ def connect_properties(settings: MqttSettings, *, persistent: bool) -> Propertie
     return props
 
 
+_PUBACK: Final = struct.Struct("!BBH")  # PUBACK, remaining length 2, packet id
+
+
+class Inbox:
+    """Bounded FIFO between paho's thread (one message at a time) and the pipeline (many at a time).
+
+    ``queue.Queue`` costs a lock round trip and a condition notify per item on both sides; here the
+    consumer takes everything waiting in one call, and each side wakes the other only when it may be
+    waiting (the queue was empty, or full).
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: deque[Inbound] = deque()
+        self._cond = threading.Condition()
+
+    def put(self, item: Inbound) -> None:
+        """Append; blocks while full (backpressure: paho stops reading the socket)."""
+        with self._cond:
+            while len(self._items) >= self.maxsize:
+                self._cond.wait()
+            self._items.append(item)
+            if len(self._items) == 1:
+                self._cond.notify_all()
+
+    def take(self, limit: int, timeout: float) -> list[Inbound]:
+        """Up to ``limit`` items, waiting at most ``timeout`` for the first one."""
+        with self._cond:
+            if not self._items and not self._cond.wait(timeout):
+                return []
+            was_full = len(self._items) >= self.maxsize
+            n = min(limit, len(self._items))
+            out = [self._items.popleft() for _ in range(n)]
+            if was_full:
+                self._cond.notify_all()
+            return out
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class MqttSource:
     """Subscribes, queues messages for the pipeline, and acks them when told to."""
 
     def __init__(self, settings: MqttSettings, max_pending: int = 50_000) -> None:
         self.settings = settings
-        self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=max_pending)
+        self.queue = Inbox(max_pending)
         self.client = make_client(settings, settings.client_id, persistent=True, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -160,6 +203,8 @@ class MqttSource:
         reason: ReasonCode,
         _props: object,
     ) -> None:
+        with self._ack_lock:
+            self._generation += 1  # from now on, acks for messages of that connection are dropped
         self.connected.clear()
         self.subscribed.clear()
         if self._stopping:
@@ -217,30 +262,34 @@ class MqttSource:
         )
         self.client.loop_start()
 
-    def get(self, timeout: float) -> Inbound | None:
-        """The next message, or None after ``timeout`` seconds."""
-        try:
-            return self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+    def take(self, limit: int, timeout: float) -> list[Inbound]:
+        """Up to ``limit`` waiting messages; waits at most ``timeout`` for the first."""
+        return self.queue.take(limit, timeout)
 
     def ack(self, messages: Iterable[Inbound]) -> int:
-        """Acknowledge handled messages in arrival order; skip those from an earlier connection."""
-        acked = 0
+        """Acknowledge handled messages in arrival order; skip those from an earlier connection.
+
+        All PUBACKs of a batch go out as one queued write. paho's public ``ack()`` queues each one as a
+        separate packet and wakes its network thread with a syscall each time (about a tenth of the
+        ingester's CPU in the profile, see docs/benchmarks.md). The bytes on the wire are identical:
+        ``0x40 0x02 <packet id>``, which MQTT 5 allows for success without properties (3.3.4 / 3.4.2.1).
+        If a paho release drops the private ``_packet_queue``, the public path is used instead.
+        """
         with self._ack_lock:
             current = self._generation
-            for m in messages:
-                if m.qos == 0:
-                    continue
-                generation, mid = m.ack_token
-                if generation == current:
-                    self.client.ack(mid, m.qos)
-                    acked += 1
-        return acked
+            mids = [m.ack_token[1] for m in messages if m.qos == 1 and m.ack_token[0] == current]
+            if mids:
+                queue_packet = getattr(self.client, "_packet_queue", None)
+                if queue_packet is None:
+                    for mid in mids:
+                        self.client.ack(mid, 1)
+                else:
+                    queue_packet(0x40, b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids]), 0, 1)
+        return len(mids)
 
     def pending(self) -> int:
         """Messages received but not yet taken by the pipeline."""
-        return self.queue.qsize()
+        return len(self.queue)
 
     def stop(self) -> None:
         """Disconnect cleanly; the broker keeps the session and anything not acked."""

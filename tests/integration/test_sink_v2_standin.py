@@ -195,8 +195,8 @@ def test_pipeline_over_v2_waits_out_throttling_and_loses_nothing(standin: StandI
         fatal: SourceAuthError | None = None
         reconnects = 0
 
-        def get(self, timeout: float) -> Inbound | None:
-            return messages.popleft() if messages else None
+        def take(self, limit: int, timeout: float) -> list[Inbound]:
+            return [messages.popleft() for _ in range(min(limit, len(messages)))]
 
         def ack(self, batch: Iterable[Inbound]) -> int:
             tokens = [m.ack_token for m in batch]

@@ -39,8 +39,8 @@ class FakeSource:
         self.fatal: SourceAuthError | None = None
         self.reconnects = 0
 
-    def get(self, timeout: float) -> Inbound | None:
-        return self.messages.popleft() if self.messages else None
+    def take(self, limit: int, timeout: float) -> list[Inbound]:
+        return [self.messages.popleft() for _ in range(min(limit, len(self.messages)))]
 
     def ack(self, messages: Iterable[Inbound]) -> int:
         tokens = [m.ack_token for m in messages]
