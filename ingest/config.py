@@ -182,7 +182,12 @@ class BufferSettings(_Section):
 
     batch_size: int = Field(5000, ge=1, le=100_000, description="Write when this many messages are pending.")
     batch_age_s: float = Field(
-        1.0, gt=0, le=60, description="...or when the oldest pending message is this old."
+        # 0.5 s keeps publish -> queryable under 1 s (p99) at fleet rate; at 2,000 msg/s a batch still
+        # holds ~1,000 lines, and a backlog fills BATCH_SIZE long before the age matters.
+        0.5,
+        gt=0,
+        le=60,
+        description="...or when the oldest pending message is this old.",
     )
     max_pending: int = Field(
         50_000,
