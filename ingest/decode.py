@@ -117,7 +117,28 @@ class Decoded:
 
 
 def parse_topic(topic: str, prefix: str) -> TopicParts | str:
-    """Return the topic's parts, or a message saying what is wrong with it."""
+    """Return the topic's parts, or a message saying what is wrong with it.
+
+    Valid topics repeat (one per unit and channel), so their parts are remembered; a bounded cache, so
+    a flood of random topics cannot grow it.
+    """
+    key = (topic, prefix)
+    parts = _TOPIC_CACHE.get(key)
+    if parts is not None:
+        return parts
+    result = _parse_topic(topic, prefix)
+    if not isinstance(result, str):
+        if len(_TOPIC_CACHE) >= _TOPIC_CACHE_MAX:
+            _TOPIC_CACHE.clear()
+        _TOPIC_CACHE[key] = result
+    return result
+
+
+_TOPIC_CACHE: dict[tuple[str, str], TopicParts] = {}
+_TOPIC_CACHE_MAX: Final = 200_000
+
+
+def _parse_topic(topic: str, prefix: str) -> TopicParts | str:
     head = prefix + "/"
     if not topic.startswith(head):
         return f"topic must start with {head!r}"
