@@ -1,0 +1,76 @@
+"""The inbox between paho's thread and the pipeline: order, bulk takes, backpressure without loss."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ingest.decode import Inbound
+from ingest.source_mqtt import Inbox
+
+
+def item(i: int) -> Inbound:
+    return Inbound("oxygen/concentrator/U1/telemetry", b"{}", i, 1, False, (1, i))
+
+
+def test_take_returns_what_waits_in_order_up_to_the_limit() -> None:
+    box = Inbox(100)
+    for i in range(10):
+        box.put(item(i))
+    assert [m.received_ns for m in box.take(4, 0)] == [0, 1, 2, 3]
+    assert [m.received_ns for m in box.take(100, 0)] == [4, 5, 6, 7, 8, 9]
+    assert box.take(100, 0.01) == []
+    assert len(box) == 0
+
+
+def test_take_waits_for_the_first_item() -> None:
+    box = Inbox(10)
+    threading.Timer(0.05, box.put, args=(item(7),)).start()
+    started = time.monotonic()
+    got = box.take(10, 5)
+    assert [m.received_ns for m in got] == [7]
+    assert time.monotonic() - started < 2
+
+
+def test_a_full_inbox_blocks_the_producer_until_taken_and_loses_nothing() -> None:
+    box = Inbox(5)
+    produced = threading.Event()
+
+    def produce() -> None:
+        for i in range(50):
+            box.put(item(i))
+        produced.set()
+
+    threading.Thread(target=produce, daemon=True).start()
+    time.sleep(0.05)
+    assert not produced.is_set()  # blocked at the bound (backpressure: paho stops reading the socket)
+    assert len(box) == 5
+    taken: list[int] = []
+    deadline = time.monotonic() + 5
+    while len(taken) < 50 and time.monotonic() < deadline:
+        taken += [m.received_ns for m in box.take(3, 0.1)]
+    assert taken == list(range(50))
+    assert produced.wait(1)
+
+
+def test_a_batch_of_acks_is_one_write_of_exactly_the_pubacks_of_the_current_connection() -> None:
+    from ingest.config import MqttSettings
+    from ingest.source_mqtt import MqttSource
+
+    source = MqttSource(MqttSettings())
+    queued: list[tuple[int, bytes, int, int]] = []
+    source.client._packet_queue = lambda command, packet, mid, qos: queued.append((command, packet, mid, qos))  # type: ignore[method-assign,assignment,misc]
+    current = source._generation
+    batch = [
+        Inbound("t", b"", 0, 1, False, (current, 1)),
+        Inbound("t", b"", 0, 0, False, (current, 0)),  # QoS 0: nothing to ack
+        Inbound("t", b"", 0, 1, False, (current - 1, 2)),  # an earlier connection: redelivered instead
+        Inbound("t", b"", 0, 1, False, (current, 0x1234)),
+    ]
+    assert source.ack(batch) == 2
+    assert queued == [(0x40, b"\x40\x02\x00\x01" + b"\x40\x02\x12\x34", 0, 1)]
+
+    acked: list[int] = []
+    source.client = type("NoPrivateApi", (), {"ack": lambda _self, mid, _qos: acked.append(mid)})()
+    assert source.ack(batch) == 2  # a client without the private method: the public per-message path
+    assert acked == [1, 0x1234]
