@@ -2,24 +2,29 @@
 
 The table is the proof that the whole path works: every number in it was published over MQTT, validated,
 enriched from the inventory, written to InfluxDB and queried back with InfluxQL, the way dashboards read
-it. The flags in the last column are a first look at what the health engine will classify properly.
+it. The last column is the health engine's verdict on each unit (it runs alongside, on the demo fleet's
+own inventory, with a 30 s sustain window instead of 120 s so that faults show within a minute).
 """
 
 from __future__ import annotations
 
 import random
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from devices.faults import FaultKind
-from devices.inventory import SAMPLE_INVENTORY, load_inventory
+from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from devices.simulator import FleetPublisher, Simulator, units_from_inventory
-from ingest.pipeline import build_ingester
+from ingest.health_engine import HealthEngine, UnitStatus, state_counts
+from ingest.pipeline import build_ingester, make_transport
 from ingest.query_influx import InfluxQL
+from ingest.sink_influx import InfluxSink
 
 if TYPE_CHECKING:
     from ingest.config import Settings
@@ -29,6 +34,8 @@ __all__ = ["run_demo"]
 # Clock skew would move readings before the demo's start and out of its count; everything else shows.
 DEMO_FAULTS = tuple(k for k in FaultKind if k is not FaultKind.CLOCK_SKEW)
 WINDOW_S = 300.0
+DEMO_SUSTAIN_S = 30.0
+DEMO_CYCLE_S = 5.0
 
 
 def _table(reader: InfluxQL, since_ns: int, sim_since_ms: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -48,34 +55,41 @@ def _table(reader: InfluxQL, since_ns: int, sim_since_ms: int) -> tuple[list[dic
     return sorted(units, key=lambda r: r["unit_id"]), rejected
 
 
-def _flag(row: dict[str, Any]) -> str:
-    purity, flow, setpoint = row.get("purity"), row.get("flow"), row.get("setpoint")
-    if row.get("running") is False:
-        return "not running"
-    if purity is not None and purity < 82:
-        return "PURITY CRITICAL (<82 %)"
-    if purity is not None and purity < 90:
-        return "purity low (<90 %)"
-    if flow is not None and setpoint and flow < 0.8 * setpoint:
-        return "low flow"
-    return f"alarm {row['alarms']}" if row.get("alarms") else ""
+def _health(status: UnitStatus | None) -> str:
+    if status is None:
+        return "(first health cycle pending)"
+    cond = status.condition
+    reason = f": {cond.reason.replace('_', ' ')}" if cond.reason and cond.reason != cond.state else ""
+    text = cond.state.replace("_", " ") + reason
+    return text + (", maintenance due" if status.maintenance_due else "")
 
 
-def _render(units: list[dict[str, Any]], rejected: dict[str, int], published: int, elapsed: float) -> str:
+def _render(
+    units: list[dict[str, Any]],
+    rejected: dict[str, int],
+    published: int,
+    elapsed: float,
+    health: dict[str, UnitStatus],
+) -> str:
     lines = [
         f"oxyfleet demo - {elapsed:5.0f} s - published {published} messages; stored in InfluxDB:",
-        f"{'unit':<16} {'hospital':<24} {'points':>6} {'purity %':>8} {'flow L/min':>10}  flag",
+        f"{'unit':<16} {'hospital':<24} {'points':>6} {'purity %':>8} {'flow L/min':>10}  health engine",
     ]
     for row in units:
         purity = f"{row['purity']:.1f}" if row.get("purity") is not None else "-"
         flow = f"{row['flow']:.1f}" if row.get("flow") is not None else "-"
         lines.append(
             f"{row['unit_id']:<16} {row['hospital'][:24]:<24} {row['points']:>6} {purity:>8} {flow:>10}  "
-            f"{_flag(row)}"
+            f"{_health(health.get(row['unit_id']))}"
         )
     total = sum(int(r["points"]) for r in units)
     shown = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items())) or "none"
     lines.append(f"total points {total}; rejected messages by reason: {shown}")
+    if health:
+        counts = ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in sorted(state_counts(health.values()).items())
+        )
+        lines.append(f"health engine: {counts}")
     return "\n".join(lines)
 
 
@@ -131,6 +145,24 @@ def run_demo(  # noqa: PLR0915 - the demo wires everything together, once
         tls=mqtt.tls,
         ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
     )
+    # The health engine classifies exactly the demo fleet: its own inventory file holds just those units.
+    workdir = tempfile.TemporaryDirectory(prefix="oxyfleet-demo-")
+    demo_inventory = Path(workdir.name) / "inventory.csv"
+    picked = {u.unit_id for u in fleet}
+    demo_inventory.write_text(
+        write_inventory(u for u in load_inventory(inventory_path).units.values() if u.unit_id in picked)
+    )
+    engine = HealthEngine(
+        InfluxQL.from_settings(settings.influx),
+        InfluxSink(make_transport(settings.influx)),
+        demo_inventory,
+        sustain_s=DEMO_SUSTAIN_S,
+        lookback_s=WINDOW_S,
+        cycle_s=DEMO_CYCLE_S,
+    )
+    health_stop = threading.Event()
+    health_thread = threading.Thread(target=engine.run, args=(health_stop,), name="health", daemon=True)
+    health_thread.start()
     sims: list[Simulator] = []
     sim_stop = threading.Event()
     started = time.monotonic()
@@ -166,8 +198,11 @@ def run_demo(  # noqa: PLR0915 - the demo wires everything together, once
     try:
         while not stop.wait(min(refresh_s, max(0.0, (end or 1e18) - time.monotonic()))):
             rows, rejected = _table(reader, since_ns, min((s.sim_start_ms for s in sims), default=0))
+            status = engine.last_status
             click.echo(
-                clear + _render(rows, rejected, publisher.published, time.monotonic() - started) + "\n"
+                clear
+                + _render(rows, rejected, publisher.published, time.monotonic() - started, status)
+                + "\n"
             )
             if (end is not None and time.monotonic() >= end) or not ingest_thread.is_alive():
                 break
@@ -178,8 +213,11 @@ def run_demo(  # noqa: PLR0915 - the demo wires everything together, once
         time.sleep(settings.buffer.batch_age_s + 1.0)  # let the last batch land before the final count
         ingest_stop.set()
         ingest_thread.join(30)
+        health_stop.set()
+        health_thread.join(30)
+        workdir.cleanup()
     rows, rejected = _table(reader, since_ns, min((s.sim_start_ms for s in sims), default=0))
-    click.echo(_render(rows, rejected, publisher.published, time.monotonic() - started))
+    click.echo(_render(rows, rejected, publisher.published, time.monotonic() - started, engine.last_status))
     readings = sum(s.summary.readings_published for s in sims)
     expected_rejected = sum(sum(s.summary.rejections_expected.values()) for s in sims)
     stored = sum(int(r["points"]) for r in rows)
