@@ -293,14 +293,15 @@ def summarize(directory: Path) -> SpoolSummary:
     if directory.is_dir():
         for path in directory.iterdir():
             if path.suffix == _SUFFIX:
-                try:
-                    batches += 1
-                    size += path.stat().st_size
+                try:  # the ingester may replay and delete it meanwhile: then it is simply not counted
+                    length = path.stat().st_size
                     with path.open("rb") as fh:
                         created = _parse_header(fh.readline(200))["created_ns"]
-                    oldest = created if oldest is None else min(oldest, created)
                 except (OSError, ValueError, UnicodeDecodeError):
                     continue
+                batches += 1
+                size += length
+                oldest = created if oldest is None else min(oldest, created)
             elif path.suffix == ".corrupt":
                 corrupt += 1
         writable = os.access(directory, os.W_OK)
