@@ -96,11 +96,13 @@ def _condition(state: str, reason: str) -> Condition:
 
 
 SILENT: Final = Condition(NO_DATA, "no_data")
+_NO_ALARMS: Final[frozenset[str]] = frozenset()
 
 
 def classify(reading: Mapping[str, Any], spec: ModelSpec) -> Condition:  # noqa: PLR0911 - the rules, in order
     """The condition one reading shows, against its model's specification."""
-    alarms = {a for a in str(reading.get("alarms") or "").split(",") if a}
+    raw_alarms = reading.get("alarms")  # usually absent: no set to build for every reading then
+    alarms = {a for a in str(raw_alarms).split(",") if a} if raw_alarms else _NO_ALARMS
     running = reading.get("running")
     power = reading.get("power")
     if running is not True and (power in ("battery", "none") or "POWER_FAILURE" in alarms):
