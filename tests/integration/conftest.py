@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -206,3 +208,42 @@ def wait_for_fixture() -> Callable[..., Any]:
 def settings_for_fixture(influx: InfluxQL, prefix: str) -> Callable[..., Settings]:
     """Settings pointing at this test's prefix and database (for subprocesses and custom setups)."""
     return lambda client_id, **options: make_settings(prefix, influx.database, client_id, **options)
+
+
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> Callable[[], int]:
+    """A function giving a loopback port nobody listens on right now."""
+
+    def free_port() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    return free_port
+
+
+@pytest.fixture
+def mosquitto(services: None) -> Iterator[Callable[[Path, int], subprocess.Popen[bytes]]]:
+    """Start a Mosquitto of the test's own (its config file, its port); all are stopped afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(conf: Path, port: int) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(10)

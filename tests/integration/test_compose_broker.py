@@ -8,8 +8,6 @@ device topics, the simulator writes them, and a device may publish only as itsel
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -21,33 +19,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 USERS = {"oxyfleet-ingest": "ingest-pw", "oxyfleet-simulator": "sim-pw", "OC-1": "device-pw"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_mosquitto(conf: Path, port: int) -> subprocess.Popen[bytes]:
-    """Start Mosquitto with ``conf`` and wait until ``port`` answers."""
-    proc = subprocess.Popen(
-        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)], stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return proc
 
 
 def subscribe_all(client: mqtt.Client) -> list[str]:
@@ -62,7 +39,7 @@ def subscribe_all(client: mqtt.Client) -> list[str]:
 
 
 @pytest.fixture
-def broker(services: None, tmp_path: Path) -> Iterator[int]:
+def broker(tmp_path: Path, mosquitto: Callable[[Path, int], object], free_port: Callable[[], int]) -> int:
     port = free_port()
     passwd = tmp_path / "passwd"
     passwd.touch(mode=0o600)
@@ -75,10 +52,8 @@ def broker(services: None, tmp_path: Path) -> Iterator[int]:
     )
     conf = conf.replace("persistence true", "persistence false").replace("log_dest stdout", "log_dest stderr")
     (tmp_path / "mosquitto.conf").write_text(conf + "user root\n")
-    proc = start_mosquitto(tmp_path / "mosquitto.conf", port)
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    mosquitto(tmp_path / "mosquitto.conf", port)
+    return port
 
 
 def connect(port: int, user: str | None, password: str | None = None) -> tuple[mqtt.Client, int]:
@@ -131,7 +106,9 @@ def test_the_compose_broker_configuration(broker: int) -> None:
         client.loop_stop()
 
 
-def test_generated_device_credentials_on_the_real_broker(services: None, tmp_path: Path) -> None:  # noqa: PLR0915
+def test_generated_device_credentials_on_the_real_broker(
+    tmp_path: Path, mosquitto: Callable[[Path, int], object], free_port: Callable[[], int]
+) -> None:
     """`oxyfleet devices credentials` output, loaded by the real Mosquitto: each unit only as itself."""
     from click.testing import CliRunner
 
@@ -167,29 +144,25 @@ def test_generated_device_credentials_on_the_real_broker(services: None, tmp_pat
         f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {out / 'passwd'}\n"
         f"acl_file {out / 'acl'}\nuser root\nlog_dest stderr\n"
     )
-    proc = start_mosquitto(conf, port)
-    try:
-        ingest, rc = connect(port, "oxyfleet-ingest", "ingest-pw")
-        assert rc == 0
-        received: list[str] = []
-        subscribed = threading.Event()
-        ingest.on_subscribe = lambda *_a: subscribed.set()
-        ingest.on_message = lambda _c, _u, m: received.append(m.topic)
-        ingest.subscribe("oxygen/#", qos=1)
-        assert subscribed.wait(5)
-        plant, rc = connect(port, "DOCS-PAPUA-01", passwords["DOCS-PAPUA-01"])
-        assert rc == 0
-        plant.publish("oxygen/docs/DOCS-PAPUA-01/telemetry", b"{}", qos=1).wait_for_publish(5)
-        plant.publish("oxygen/concentrator/OC-JKT-00001/telemetry", b"{}", qos=1).wait_for_publish(5)
-        plant.publish("oxygen/docs/DOCS-PAPUA-01/status", b"online", qos=1).wait_for_publish(5)
-        refused, wrong = connect(port, "OC-JKT-00001", passwords["OC-JKT-00002"])
-        assert wrong in (134, 135)
-        refused.loop_stop()
-        time.sleep(1.0)
-        assert sorted(received) == ["oxygen/docs/DOCS-PAPUA-01/status", "oxygen/docs/DOCS-PAPUA-01/telemetry"]
-        for client in (ingest, plant):
-            client.disconnect()
-            client.loop_stop()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    mosquitto(conf, port)
+    ingest, rc = connect(port, "oxyfleet-ingest", "ingest-pw")
+    assert rc == 0
+    received: list[str] = []
+    subscribed = threading.Event()
+    ingest.on_subscribe = lambda *_a: subscribed.set()
+    ingest.on_message = lambda _c, _u, m: received.append(m.topic)
+    ingest.subscribe("oxygen/#", qos=1)
+    assert subscribed.wait(5)
+    plant, rc = connect(port, "DOCS-PAPUA-01", passwords["DOCS-PAPUA-01"])
+    assert rc == 0
+    plant.publish("oxygen/docs/DOCS-PAPUA-01/telemetry", b"{}", qos=1).wait_for_publish(5)
+    plant.publish("oxygen/concentrator/OC-JKT-00001/telemetry", b"{}", qos=1).wait_for_publish(5)
+    plant.publish("oxygen/docs/DOCS-PAPUA-01/status", b"online", qos=1).wait_for_publish(5)
+    refused, wrong = connect(port, "OC-JKT-00001", passwords["OC-JKT-00002"])
+    assert wrong in (134, 135)
+    refused.loop_stop()
+    time.sleep(1.0)
+    assert sorted(received) == ["oxygen/docs/DOCS-PAPUA-01/status", "oxygen/docs/DOCS-PAPUA-01/telemetry"]
+    for client in (ingest, plant):
+        client.disconnect()
+        client.loop_stop()

@@ -13,7 +13,6 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -32,7 +31,7 @@ from cryptography.x509.oid import NameOID
 from ingest.query_influx import InfluxQL
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable
 
 pytestmark = pytest.mark.integration
 
@@ -104,14 +103,10 @@ def make_ca_and_server(directory: Path, common_name: str = "oxyfleet test CA") -
     return ca_pem, cert_pem, key_pem
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
-def tls_broker(services: None, tmp_path: Path) -> Iterator[tuple[int, Path]]:
+def tls_broker(
+    tmp_path: Path, mosquitto: Callable[[Path, int], object], free_port: Callable[[], int]
+) -> tuple[int, Path]:
     """Mosquitto with one listener, TLS only, on a free loopback port: (port, CA file)."""
     ca, cert, key = make_ca_and_server(tmp_path / "pki")
     port = free_port()
@@ -127,23 +122,8 @@ def tls_broker(services: None, tmp_path: Path) -> Iterator[tuple[int, Path]]:
         # The pytest temporary directory is private to root; keep Mosquitto able to read the key.
         "user root\n"
     )
-    proc = subprocess.Popen(
-        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    try:
-        yield port, ca
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    mosquitto(conf, port)
+    return port, ca
 
 
 def oxyfleet(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
