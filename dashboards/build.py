@@ -441,6 +441,20 @@ def ingest_health() -> dict[str, Any]:
                 target("B", gauge("write_retries"), alias="retries $tag_instance"),
             ],
         ),
+        # Counters reach InfluxDB only while it takes writes: during an outage this panel shows the gap (and
+        # the "Ingester stalled" rule fires); afterwards it shows the spool draining. Live values during an
+        # outage are on the ingester's /metrics and in `oxyfleet check`.
+        panel(
+            6,
+            "Spool: batches waiting, oldest (s), replay (points/s)",
+            "timeseries",
+            (0, 16, 24, 8),
+            [
+                target("A", gauge("spool_batches"), alias="batches $tag_instance"),
+                target("B", gauge("spool_oldest_age_s"), alias="oldest $tag_instance"),
+                target("C", gauge("spool_replay_points_per_s"), alias="replay $tag_instance"),
+            ],
+        ),
     ]
     instance = variable("instance", "Ingester", 'SHOW TAG VALUES FROM oxyfleet_ingest WITH KEY = "instance"')
     return _dashboard("oxyfleet-ingest-health", "oxyfleet - Ingest health", panels, [instance])
