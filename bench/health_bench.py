@@ -22,9 +22,10 @@ from pathlib import Path
 
 from devices.catalog import load_catalog
 from devices.inventory import Unit, write_inventory
-from ingest.health_engine import HealthEngine
-from ingest.query_influx import InfluxQL
-from ingest.sink_influx import InfluxSink, V1Transport
+from health.engine import HealthEngine
+from store.reader import InfluxQL
+from store.schema import Measurement
+from store.writer import InfluxSink, V1Transport
 
 INFLUX = f"http://127.0.0.1:{os.environ.get('OXYFLEET_SERVICES_INFLUX_PORT', '8086')}"
 
@@ -36,7 +37,7 @@ def fill(sink: InfluxSink, units: list[Unit], start: int, end: int) -> int:
     for i, u in enumerate(units):
         purity = 85.0 if i % 20 == 0 else 93.5
         tags = (
-            f"telemetry,hospital={u.hospital.replace(' ', chr(92) + ' ')},kind=concentrator,model={u.model},"
+            f"{Measurement.TELEMETRY},hospital={u.hospital.replace(' ', chr(92) + ' ')},kind=concentrator,model={u.model},"
             f"province={u.province.replace(' ', chr(92) + ' ')},unit_id={u.unit_id}"
         )
         phase = (i * 7919) % 10_000

@@ -43,8 +43,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.loadgen import run_load
-from ingest.query_influx import InfluxQL
+from fleetsim.loadgen import run_load
+from store.reader import InfluxQL
+from store.schema import Measurement
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST, PORT = "127.0.0.1", int(os.environ.get("OXYFLEET_SERVICES_MQTT_PORT", "1883"))
@@ -81,7 +82,7 @@ def subscribed(port: int) -> bool:
 
 def count(reader: InfluxQL) -> int:
     """Telemetry points stored so far."""
-    rows = reader.rows("SELECT count(purity_pct) FROM telemetry")
+    rows = reader.rows(f"SELECT count(purity_pct) FROM {Measurement.TELEMETRY}")  # noqa: S608 - constants
     return int(rows[0]["count"]) if rows else 0
 
 
@@ -123,7 +124,7 @@ class Ingesters:
             }
             if self.processes > 1:
                 env["OXYFLEET_MQTT__SHARED_GROUP"] = "bench"
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "ingest", "run"], env=env, cwd=ROOT))
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "oxyfleet", "run"], env=env, cwd=ROOT))
         deadline = time.monotonic() + 60
         while not all(subscribed(p) for p in ports):
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
@@ -246,7 +247,10 @@ def run_latency(rate: float, seconds: float, units: int, processes: int) -> dict
         poller.join(120)
         stop.set()
         poller_reader.close()
-        times = sorted(int(r["time"]) for r in ingesters.reader.rows("SELECT purity_pct FROM telemetry"))
+        times = sorted(
+            int(r["time"])
+            for r in ingesters.reader.rows(f"SELECT purity_pct FROM {Measurement.TELEMETRY}")  # noqa: S608
+        )
     finally:
         stop.set()
         ingesters.close()

@@ -29,7 +29,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from ingest.query_influx import InfluxQL
+from store.reader import InfluxQL
+from store.schema import Measurement
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = os.environ.get("OXYFLEET_SERVICES_MQTT_PORT", "1883")
@@ -106,7 +107,7 @@ def main() -> None:  # noqa: PLR0915 - one linear procedure, easier to read in o
         f"({messages:,} readings); {os.cpu_count()} cores, Python {platform.python_version()}",
         flush=True,
     )
-    ingester = subprocess.Popen([sys.executable, "-m", "ingest", "run"], env=env, cwd=ROOT)
+    ingester = subprocess.Popen([sys.executable, "-m", "oxyfleet", "run"], env=env, cwd=ROOT)
     samples: list[dict[str, float]] = []
     try:
         deadline = time.monotonic() + 30
@@ -159,7 +160,7 @@ def main() -> None:  # noqa: PLR0915 - one linear procedure, easier to read in o
             sys.exit(f"soak: the load generator failed (exit {load.returncode})")
         stored, wait_until = 0, time.monotonic() + 300
         while stored < messages and time.monotonic() < wait_until:
-            rows = reader.rows("SELECT count(purity_pct) FROM telemetry")
+            rows = reader.rows(f"SELECT count(purity_pct) FROM {Measurement.TELEMETRY}")  # noqa: S608 - constants
             stored = int(rows[0]["count"]) if rows else 0
             time.sleep(1)
         rss, cpu = rss_cpu(ingester.pid)

@@ -1,4 +1,4 @@
-"""Build the Grafana dashboards of oxyfleet as JSON (``python dashboards/build.py``; ``--check`` to verify).
+"""Build the Grafana dashboards of oxyfleet as JSON (``python -m dashboards.build``; ``--check`` to verify).
 
 The committed files in ``dashboards/json/`` are what Grafana loads; a test fails when they differ from
 what this script builds, and another runs every query in them against a real InfluxDB. Queries are
@@ -701,7 +701,7 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     if stale:
-        sys.exit(f"stale dashboards (run python dashboards/build.py): {', '.join(stale)}")
+        sys.exit(f"stale dashboards (run python -m dashboards.build): {', '.join(stale)}")
 
 
 if __name__ == "__main__":

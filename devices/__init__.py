@@ -1,5 +1,5 @@
-"""Device side of oxyfleet: kinds, the payload contract and the fleet simulator.
+"""The device contract: kinds and topics, the payload models, the model catalog and the fleet inventory.
 
-This package imports only pydantic (and paho in the simulator); it never imports ``ingest``, so firmware
-makers and tools can use the payload contract without the ingester.
+This package imports only pydantic (and the standard library); it never imports the rest of oxyfleet, so
+firmware makers and tools can use the payload contract alone. The simulator lives in :mod:`fleetsim`.
 """

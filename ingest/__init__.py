@@ -1,1 +1,1 @@
-"""oxyfleet ingester: MQTT -> validation -> InfluxDB, with nothing lost and nothing counted twice."""
+"""The ingester process: MQTT -> validation -> InfluxDB, with nothing lost and nothing counted twice."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 
 from devices.inventory import Inventory, InventoryError, load_inventory
-from ingest.lineproto import UnitTags
+from store.lineproto import UnitTags
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,7 +37,7 @@ def _tags(inventory: Inventory) -> dict[str, UnitTags]:
 
 
 class InventoryTags:
-    """A :class:`~ingest.lineproto.TagLookup` over an inventory file."""
+    """A :class:`~store.lineproto.TagLookup` over an inventory file."""
 
     def __init__(
         self, path: Path, check_interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic

@@ -9,6 +9,10 @@ has passed; then one write probes InfluxDB. Between live batches the spool repla
 most ``replay_budget_s``, so live data keeps flowing while a backlog drains. When the spool is full (or
 disabled) the batch is kept and retried with backoff and nothing is acked meanwhile, so the broker keeps
 holding what comes after it. Everything runs in one thread: no locks, and acks stay in order.
+
+Long module: the batch transaction (decode, write, spool, replay, ack, stats) is one state machine over
+one batch and one backoff clock; its parts stay together so the order of acks can be read in one place.
+Composition from settings is in :mod:`ingest.service`.
 """
 
 from __future__ import annotations
@@ -16,26 +20,25 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from devices.spec import LATE_AFTER_MS
+from core.errors import SinkError, SinkFatalError, SinkRetryableError, SourceAuthError
 from ingest.decode import Decoded, Decoder, Inbound, Reason, Rejection
-from ingest.errors import ConfigError, SinkError, SinkFatalError, SinkRetryableError, SourceAuthError
-from ingest.lineproto import LineBuilder, TagLookup
-from ingest.sink_influx import InfluxSink, Transport, V1Transport, V2Transport, WriteReport
-from ingest.source_mqtt import MqttSource
-from ingest.spool import Spool
 from ingest.stats import Stats
+from store.schema import LATE_AFTER_MS
+from store.writer import InfluxSink, WriteReport
 
 if TYPE_CHECKING:
     import threading
     from collections.abc import Callable, Iterable
 
-    from ingest.config import BufferSettings, InfluxSettings, Settings
+    from core.settings import BufferSettings
+    from ingest.spool import Spool
+    from store.lineproto import LineBuilder
 
-__all__ = ["Ingester", "Pipeline", "Source", "build_ingester", "make_transport", "prepare_database"]
+__all__ = ["Pipeline", "Source"]
 
 log = structlog.get_logger("ingest.pipeline")
 
@@ -435,136 +438,3 @@ class Pipeline:
         recent = tuple(self._replayed)  # only the pipeline thread mutates the deque
         points = sum(n for t, n in recent if now - t <= _RATE_WINDOW_S)
         return round(points / _RATE_WINDOW_S, 1)
-
-
-# --- construction from settings ----------------------------------------------------------------------
-
-
-def make_transport(influx: InfluxSettings) -> Transport:
-    """The transport for the configured API flavour."""
-    ca = str(influx.ca_file) if influx.ca_file else None
-    if influx.api == "v2":
-        token = influx.token_value()
-        assert token is not None  # validated in InfluxSettings
-        return V2Transport(
-            influx.url,
-            token=token,
-            org=influx.org or "",
-            bucket=influx.bucket_name(),
-            timeout_s=influx.timeout_s,
-            use_gzip=influx.gzip,
-            ca_file=ca,
-            verify_tls=influx.verify_tls,
-        )
-    return V1Transport(
-        influx.url,
-        influx.database,
-        retention_policy=influx.retention_policy,
-        username=influx.username,
-        password=influx.password_value(),
-        token=influx.token_value(),
-        timeout_s=influx.timeout_s,
-        use_gzip=influx.gzip,
-        ca_file=ca,
-        verify_tls=influx.verify_tls,
-    )
-
-
-def prepare_database(transport: Transport, influx: InfluxSettings) -> None:
-    """v1: create the database when allowed (idempotent in InfluxDB 1.x); auth problems stop here, early."""
-    if not isinstance(transport, V1Transport) or not influx.create_database:
-        return
-    name = influx.database.replace("\\", "\\\\").replace('"', '\\"')
-    # Unreachable InfluxDB raises SinkRetryableError: `oxyfleet run` exits 1 and its supervisor restarts
-    # it; meanwhile the broker holds our messages in the persistent session.
-    resp = transport.query(f'CREATE DATABASE "{name}"')
-    if resp.status in (401, 403):
-        from ingest.sink_influx import classify_response  # noqa: PLC0415
-
-        classify_response(resp.status, resp.data)
-    if resp.status >= 300:
-        log.warning(
-            "ingest.create_database_failed",
-            status=resp.status,
-            body=resp.data[:200].decode(errors="replace"),
-            hint="create it yourself or set OXYFLEET_INFLUX__CREATE_DATABASE=false",
-        )
-
-
-@dataclass
-class Ingester:
-    """Everything ``oxyfleet run`` starts, so the CLI, the demo and tests start it the same way."""
-
-    settings: Settings
-    source: MqttSource
-    sink: InfluxSink
-    pipeline: Pipeline
-    metrics_server: Any = None
-
-    def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
-        """Connect, ingest until stopped, then disconnect and release everything."""
-        self.source.start()
-        try:
-            self.pipeline.run(stop, duration_s)
-        finally:
-            self.source.stop()
-            self.sink.close()
-            if self.pipeline.spool is not None:
-                self.pipeline.spool.close()
-            if self.metrics_server is not None:
-                self.metrics_server.shutdown()
-
-
-def build_ingester(settings: Settings, tags: TagLookup | None = None, *, serve: bool = True) -> Ingester:
-    """Build (but do not start) an ingester from settings; checks InfluxDB access on the way."""
-    if tags is None and settings.inventory_file is not None:
-        from devices.inventory import InventoryError  # noqa: PLC0415
-        from ingest.inventory_tags import InventoryTags  # noqa: PLC0415
-
-        try:
-            tags = InventoryTags(settings.inventory_file, settings.inventory_check_s)
-        except InventoryError as exc:
-            raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc
-    transport = make_transport(settings.influx)
-    try:
-        prepare_database(transport, settings.influx)
-    except SinkRetryableError as exc:
-        if not settings.spool.enabled:
-            raise
-        # A site's power comes back before its InfluxDB does: with a spool there is no reason to wait.
-        log.warning(
-            "ingest.influx_unreachable_at_start",
-            error=str(exc),
-            note="starting anyway; batches go to the spool until InfluxDB answers",
-        )
-    source = MqttSource(settings.mqtt, max_pending=settings.buffer.max_pending)
-    payload = settings.payload
-    decoder = Decoder(
-        settings.mqtt.topic_prefix,
-        max_bytes=payload.max_bytes,
-        max_readings=payload.max_readings,
-        max_future_ms=payload.max_future_s * 1000,
-        backfill_ms=payload.backfill_s * 1000,
-    )
-    sink = InfluxSink(transport)
-    spool = None
-    if settings.spool.enabled:
-        spool = Spool(settings.spool.dir, settings.spool.max_bytes, fsync=settings.spool.fsync)
-    pipeline = Pipeline(
-        source,
-        sink,
-        decoder,
-        LineBuilder(tags, settings.instance),
-        settings.buffer,
-        stats_interval_s=settings.stats_interval_s,
-        spool=spool,
-        replay_budget_s=settings.spool.replay_budget_s,
-    )
-    server = None
-    if serve and settings.metrics_port:
-        from ingest.stats import serve_metrics  # noqa: PLC0415
-
-        server = serve_metrics(
-            settings.metrics_host, settings.metrics_port, pipeline.snapshot, settings.instance
-        )
-    return Ingester(settings, source, sink, pipeline, server)

@@ -20,7 +20,7 @@ CRC-32 of its body, so a segment damaged by the disk (never by us) is moved asid
 reported, instead of being replayed as garbage or silently dropped.
 
 Segments replay oldest first (sequence numbers are monotonic across restarts). Line protocol cannot
-contain a newline (``ingest.lineproto`` escapes them), so the body is the lines joined by ``\\n``.
+contain a newline (``store.lineproto`` escapes them), so the body is the lines joined by ``\\n``.
 
 One directory belongs to one ingester: an exclusive ``flock`` on ``.lock`` makes a second ingester
 pointed at the same directory fail at start with a message, instead of two replaying the same segments.
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from ingest.errors import ConfigError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -22,9 +22,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.config import BufferSettings, InfluxSettings, MqttSettings, Settings, SpoolSettings
-from ingest.pipeline import Ingester, build_ingester
-from ingest.query_influx import InfluxQL
+from core.settings import BufferSettings, InfluxSettings, MqttSettings, Settings, SpoolSettings
+from ingest.service import Ingester, build_ingester
+from store.reader import InfluxQL
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

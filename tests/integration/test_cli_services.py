@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import redacted_lines
+from core.settings import redacted_lines
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def env_for(settings) -> dict[str, str]:
 
 def oxyfleet(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
+        [sys.executable, "-m", "oxyfleet", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -57,7 +57,7 @@ def test_check_reports_ok_and_names_what_is_broken(settings_for, unique) -> None
 def test_run_ingests_and_stops_cleanly_on_sigterm(settings_for, unique, publisher, influx, wait_for) -> None:
     env = env_for(settings_for(f"run-{unique}"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest", "run"],
+        [sys.executable, "-m", "oxyfleet", "run"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -161,7 +161,7 @@ def test_run_with_health_serves_the_api(settings_for, unique, influx, tmp_path) 
         }
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest", "run", "--with-health", "--duration", "15"],
+        [sys.executable, "-m", "oxyfleet", "run", "--with-health", "--duration", "15"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

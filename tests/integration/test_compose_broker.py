@@ -114,7 +114,7 @@ def test_generated_device_credentials_on_the_real_broker(
 
     from devices.credentials import load_passwords
     from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
-    from ingest.cli import cli
+    from oxyfleet.cli import cli
 
     inventory = load_inventory(SAMPLE_INVENTORY)
     units = [inventory.units[u] for u in ("OC-JKT-00001", "OC-JKT-00002", "DOCS-PAPUA-01")]

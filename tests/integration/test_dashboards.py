@@ -19,15 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devices.faults import Fault, FaultKind
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
-from devices.simulator import FleetPublisher, Simulator, units_from_inventory
-from ingest.health_engine import HealthEngine
-from ingest.pipeline import make_transport
-from ingest.sink_influx import InfluxSink
+from fleetsim.faults import Fault, FaultKind
+from fleetsim.simulator import FleetPublisher, Simulator, units_from_inventory
+from health.engine import HealthEngine
+from store.writer import InfluxSink, make_transport
 
 if TYPE_CHECKING:
-    from ingest.query_influx import InfluxQL
+    from store.reader import InfluxQL
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +119,7 @@ def test_dashboards_are_built_from_code() -> None:
     import sys
 
     result = subprocess.run(
-        [sys.executable, str(ROOT / "dashboards" / "build.py"), "--check"],
+        [sys.executable, "-m", "dashboards.build", "--check"],
         capture_output=True,
         text=True,
         check=False,

@@ -1,6 +1,6 @@
 """Real ingester processes: zero loss and no duplicates when InfluxDB, the broker or the ingester fail; scale-out.
 
-Every scenario runs the ingester as it ships (``python -m ingest run`` in a subprocess, spool on), publishes
+Every scenario runs the ingester as it ships (``python -m oxyfleet run`` in a subprocess, spool on), publishes
 a known set of readings with the load generator (``oxyfleet simulate --load``, a separate process
 publishing at QoS 1: every reading has a distinct unit and timestamp), injects one fault, and ends by
 counting in InfluxDB: every published reading stored exactly once, nothing rejected, spool empty.
@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ingest.query_influx import InfluxQL
+from store.reader import InfluxQL
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -167,7 +167,7 @@ class FaultProxy:
 
 
 class IngesterProcess:
-    """``python -m ingest run`` as it ships, with the spool on, in a subprocess we can kill."""
+    """``python -m oxyfleet run`` as it ships, with the spool on, in a subprocess we can kill."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env
@@ -179,7 +179,7 @@ class IngesterProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ingest", "run"], env=self.env, cwd=ROOT, stdout=out, stderr=out
+                [sys.executable, "-m", "oxyfleet", "run"], env=self.env, cwd=ROOT, stdout=out, stderr=out
             )
         self.starts += 1
         wait(lambda: self.metrics().get("mqtt_subscribed") or self.dead(), 30, "the ingester's subscription")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner
 
-from ingest.cli import cli
+from oxyfleet.cli import cli
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -36,12 +36,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
-from devices.simulator import FleetPublisher, Simulator, units_from_inventory
-from ingest.alerts import Alerter
-from ingest.health import availability
-from ingest.health_engine import HealthEngine, uptime_rows
-from ingest.pipeline import make_transport
-from ingest.sink_influx import InfluxSink
+from fleetsim.simulator import FleetPublisher, Simulator, units_from_inventory
+from health.alerts import Alerter
+from health.engine import HealthEngine
+from health.rules import availability
+from health.uptime import uptime_rows
+from store.writer import InfluxSink, make_transport
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -204,7 +204,9 @@ def check_alerts(influx, settings, prefix, inventory_file, units, sim, start, en
         backoff_s=0.1,
     )
     clock = [0.0]
-    engine = HealthEngine(influx, None, inventory_file, cycle_s=30, clock=lambda: clock[0], alerter=alerter)
+    engine = HealthEngine(
+        influx, None, inventory_file, cycle_s=30, clock=lambda: clock[0], on_change=alerter.notify
+    )
     cycle_ms = 30_000
     for t in range(start + 15 * MINUTE, end + 1, cycle_ms):  # start once a full lookback window has data
         clock[0] = t / 1000

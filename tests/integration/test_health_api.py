@@ -22,13 +22,12 @@ import uvicorn
 from click.testing import CliRunner
 
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
-from ingest.api import create_app
-from ingest.cli import cli
+from health.api import create_app
+from health.engine import HealthEngine
 from ingest.decode import Decoder, Inbound
-from ingest.health_engine import HealthEngine
-from ingest.lineproto import LineBuilder
-from ingest.pipeline import make_transport
-from ingest.sink_influx import InfluxSink
+from oxyfleet.cli import cli
+from store.lineproto import LineBuilder
+from store.writer import InfluxSink, make_transport
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

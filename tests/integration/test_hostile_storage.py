@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from devices.spec import UNIT_ID_RE
 from ingest.decode import Decoder, Inbound, Reason
-from ingest.lineproto import LineBuilder
-from ingest.sink_influx import InfluxSink, V1Transport
+from store.lineproto import LineBuilder
+from store.writer import InfluxSink, V1Transport
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devices.faults import sieve_purity
 from devices.inventory import SAMPLE_INVENTORY, Inventory, load_inventory
+from fleetsim.faults import sieve_purity
 
 if TYPE_CHECKING:
-    from ingest.query_influx import InfluxQL
+    from store.reader import InfluxQL
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def simulate(prefix: str, truth: Path, *args: str, timeout: float = 180) -> subp
         }
     )
     return subprocess.run(
-        [sys.executable, "-m", "ingest", "simulate", "--ground-truth", str(truth), *args],
+        [sys.executable, "-m", "oxyfleet", "simulate", "--ground-truth", str(truth), *args],
         env=env,
         cwd=ROOT,
         capture_output=True,

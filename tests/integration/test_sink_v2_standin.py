@@ -22,12 +22,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ingest.config import BufferSettings
+from core.errors import SinkAuthError, SinkNotFoundError, SinkRetryableError, SourceAuthError
+from core.settings import BufferSettings
 from ingest.decode import Decoder, Inbound
-from ingest.errors import SinkAuthError, SinkNotFoundError, SinkRetryableError, SourceAuthError
-from ingest.lineproto import LineBuilder
 from ingest.pipeline import Pipeline
-from ingest.sink_influx import InfluxSink, V2Transport
+from store.lineproto import LineBuilder
+from store.writer import InfluxSink, V2Transport
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator

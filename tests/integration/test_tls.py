@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ingest.query_influx import InfluxQL
+from store.reader import InfluxQL
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -128,7 +128,7 @@ def tls_broker(
 
 def oxyfleet(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
+        [sys.executable, "-m", "oxyfleet", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -171,7 +171,7 @@ def test_ingester_and_simulator_over_tls_store_everything(
 
     log = (tmp_path / "ingester.log").open("wb")
     ingester = subprocess.Popen(
-        [sys.executable, "-m", "ingest", "run"], env=ingester_env, cwd=ROOT, stdout=log, stderr=log
+        [sys.executable, "-m", "oxyfleet", "run"], env=ingester_env, cwd=ROOT, stdout=log, stderr=log
     )
     try:
         deadline = time.monotonic() + 20

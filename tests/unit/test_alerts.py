@@ -7,9 +7,9 @@ from datetime import date
 
 from devices.catalog import load_catalog
 from devices.inventory import Unit
-from ingest.alerts import Alerter, alert_for
-from ingest.health import OK, Condition
-from ingest.health_engine import UnitStatus
+from health.alerts import Alerter, alert_for
+from health.model import UnitStatus
+from health.rules import OK, Condition
 
 UNIT = Unit(
     "OC-NTT-00202",

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ingest.cli import cli
-from ingest.config import Settings, env_example, load_settings, redacted_lines
-from ingest.errors import ConfigError
+from core.errors import ConfigError
+from core.settings import Settings, env_example, load_settings, redacted_lines
+from oxyfleet.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 GOLDEN = ROOT / "tests" / "golden"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ingest.config import Settings, redacted_lines
+from core.settings import Settings, redacted_lines
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KNOWN = {line.split("=", 1)[0] for line in redacted_lines(Settings(_env_file=None))}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ingest.decode import Decoder, Inbound
-from ingest.lineproto import LineBuilder
+from store.lineproto import LineBuilder
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 NOW_MS = 1764140400000

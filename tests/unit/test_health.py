@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devices.catalog import load_catalog
-from ingest.health import (
+from health.rules import (
     OK,
     SILENT,
     Condition,

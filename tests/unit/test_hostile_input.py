@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.decode import Decoder, Inbound, Reason
-from ingest.lineproto import LineBuilder
+from store.lineproto import LineBuilder
 
 NOW_NS = 1764140400000 * 1_000_000
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "hostile"

@@ -54,7 +54,7 @@ def test_a_full_inbox_blocks_the_producer_until_taken_and_loses_nothing() -> Non
 
 
 def test_a_batch_of_acks_is_one_write_of_exactly_the_pubacks_of_the_current_connection() -> None:
-    from ingest.config import MqttSettings
+    from core.settings import MqttSettings
     from ingest.source_mqtt import MqttSource
 
     source = MqttSource(MqttSettings())

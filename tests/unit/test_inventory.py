@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from devices.catalog import CatalogError, load_catalog
 from devices.inventory import COLUMNS, SAMPLE_INVENTORY, InventoryError, load_inventory, parse_inventory
-from ingest.cli import cli
+from oxyfleet.cli import cli
 
 if TYPE_CHECKING:
     from pathlib import Path

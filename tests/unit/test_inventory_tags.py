@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from devices.inventory import COLUMNS
 from ingest.inventory_tags import InventoryTags
-from ingest.lineproto import UnitTags
+from store.lineproto import UnitTags
 
 if TYPE_CHECKING:
     from pathlib import Path

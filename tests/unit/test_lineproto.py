@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ingest.decode import Decoder, Inbound, Reason, Rejection
-from ingest.lineproto import LineBuilder, StaticTags, UnitTags, escape_field_string, escape_tag
+from store.lineproto import LineBuilder, StaticTags, UnitTags, escape_field_string, escape_tag
 
 NOW_NS = 1764140400000 * 1_000_000
 

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 import pytest
 from structlog.testing import capture_logs
 
-from ingest.config import BufferSettings
+from core.errors import SinkAuthError, SinkRejectedError, SinkRetryableError, SourceAuthError
+from core.settings import BufferSettings
 from ingest.decode import Decoder, Inbound
-from ingest.errors import SinkAuthError, SinkRejectedError, SinkRetryableError, SourceAuthError
-from ingest.lineproto import LineBuilder
 from ingest.pipeline import Pipeline
-from ingest.sink_influx import InfluxSink
 from ingest.spool import Spool
+from store.lineproto import LineBuilder
+from store.writer import InfluxSink
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from devices.catalog import load_catalog
-from devices.faults import Fault, FaultKind, UnitState, apply_faults, healthy_reading, plan_faults
 from devices.inventory import SAMPLE_INVENTORY, load_inventory
-from devices.simulator import MALFORMED, Simulator, units_from_inventory
+from fleetsim.faults import Fault, FaultKind, UnitState, apply_faults, healthy_reading, plan_faults
+from fleetsim.simulator import MALFORMED, Simulator, units_from_inventory
 from ingest.decode import Decoder, Inbound, ValidReading
 
 NOW_MS = 1764140400000

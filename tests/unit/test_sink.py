@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.errors import (
+from core.errors import (
     SinkAuthError,
     SinkNotFoundError,
     SinkRejectedError,
     SinkRetryableError,
     SinkTooLargeError,
 )
-from ingest.sink_influx import InfluxSink, classify_response
+from store.writer import InfluxSink, classify_response
 
 
 class FakeTransport:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ingest.errors import ConfigError
+from core.errors import ConfigError
 from ingest.spool import Spool, summarize
 
 if TYPE_CHECKING:

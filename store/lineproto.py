@@ -1,5 +1,8 @@
 r"""InfluxDB line protocol for everything oxyfleet stores. Pure: no I/O.
 
+The builder takes the ingester's message types through the protocols below (structural types), so the
+storage layer never imports the ingester.
+
 Escaping follows the line-protocol reference: measurement names escape comma and space; tag keys and
 values escape comma, equals sign and space; string field values escape backslash and double quote.
 Newlines cannot be escaped in line protocol at all (a raw newline ends the line, which is how an
@@ -19,19 +22,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
-from devices.spec import (
-    MEASUREMENT_LATE_DATA,
-    MEASUREMENT_REJECTED,
-    MEASUREMENT_STATS,
-    MEASUREMENT_TELEMETRY,
-    MEASUREMENT_UNIT_CONNECTION,
+from store.schema import (
+    UNIT_TAGS,
     UNREGISTERED,
+    ConnectionField,
+    LateField,
+    Measurement,
+    RejectedField,
+    Tag,
+    TelemetryField,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from enum import StrEnum
 
-    from ingest.decode import ConnectionChange, Rejection, ValidReading
+    from devices.payload import Reading
 
 __all__ = [
     "LineBuilder",
@@ -40,9 +46,15 @@ __all__ = [
     "UnitTags",
     "escape_field_string",
     "escape_tag",
+    "field_value",
+    "line",
+    "tag_set",
 ]
 
 _NS_PER_MS: Final = 1_000_000
+# Plain str copies for the per-reading path (formatting an enum member costs a method call).
+_SEQ: Final = str(TelemetryField.SEQ)
+_ALARM_COUNT: Final = str(TelemetryField.ALARM_COUNT)
 MAX_STORED_PAYLOAD: Final = 1024
 
 _TAG_ESCAPES: Final = str.maketrans(
@@ -67,6 +79,71 @@ def escape_tag(value: str) -> str:
 def escape_field_string(value: str) -> str:
     """Escape a string field value (without the surrounding quotes)."""
     return value.translate(_STR_ESCAPES)
+
+
+def field_value(value: object) -> str:
+    """A field value in line protocol: bool, integer (``i``), float or escaped string."""
+    # bool before int: bool is an int in Python.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return f'"{escape_field_string(str(value))}"'
+
+
+def tag_set(tags: Mapping[str, str]) -> str:
+    """``k=v,...`` sorted by key (the order InfluxDB stores), empty values left out."""
+    return ",".join(f"{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(tags.items()) if v)
+
+
+def line(measurement: str, tags: str, fields: Mapping[str, object], ts_ns: int) -> str:
+    """One point; ``tags`` is a ready :func:`tag_set` (callers cache it per series), fields are escaped here."""
+    body = ",".join(f"{escape_tag(k)}={field_value(v)}" for k, v in fields.items() if v is not None)
+    head = f"{escape_tag(measurement)},{tags}" if tags else escape_tag(measurement)
+    return f"{head} {body} {ts_ns}"
+
+
+class ValidReading(Protocol):
+    """A validated reading with its identity (the ingester's ``ingest.decode.ValidReading``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def unit_id(self) -> str: ...
+    @property
+    def reading(self) -> Reading: ...
+
+
+class ConnectionChange(Protocol):
+    """A device went online/offline (the ingester's ``ingest.decode.ConnectionChange``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def unit_id(self) -> str: ...
+    @property
+    def online(self) -> bool: ...
+    @property
+    def received_ns(self) -> int: ...
+
+
+class Rejection(Protocol):
+    """A refused message (the ingester's ``ingest.decode.Rejection``); ``reason`` is its code."""
+
+    @property
+    def reason(self) -> StrEnum: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def received_ns(self) -> int: ...
+    @property
+    def unit_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,17 +189,6 @@ class StaticTags:
         """Nothing to reload."""
 
 
-def _field_value(value: object) -> str:
-    # bool before int: bool is an int in Python.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
-    return f'"{escape_field_string(str(value))}"'
-
-
 class LineBuilder:
     """Builds lines; keeps a per-instance clock so records without a device time never share a timestamp."""
 
@@ -142,15 +208,10 @@ class LineBuilder:
         key = (kind, unit_id, unit)
         series = self._tag_cache.get(key)
         if series is None:
-            tags = {
-                "hospital": unit.hospital,
-                "kind": kind,
-                "model": unit.model,
-                "province": unit.province,
-                "unit_id": unit_id,
-            }
             # Sorted tag keys are what InfluxDB stores anyway; sending them sorted saves it the work.
-            series = ",".join(f"{k}={escape_tag(v)}" for k, v in sorted(tags.items()) if v)
+            series = tag_set(
+                dict(zip(UNIT_TAGS, (unit.hospital, kind, unit.model, unit.province, unit_id), strict=True))
+            )
             if len(self._tag_cache) > 100_000:
                 self._tag_cache.clear()
             self._tag_cache[key] = series
@@ -180,14 +241,14 @@ class LineBuilder:
             elif kind is str:
                 fields.append(f'{name}="{escape_field_string(value)}"')
             elif name == "alarms":
-                fields.append(f'alarms="{escape_field_string(",".join(value))}"')
-                fields.append(f"alarm_count={len(value)}i")
+                fields.append(f'{name}="{escape_field_string(",".join(value))}"')
+                fields.append(f"{_ALARM_COUNT}={len(value)}i")
             else:
-                fields.append(f"{name}={_field_value(value)}")
+                fields.append(f"{name}={field_value(value)}")
         if reading.seq is not None:
-            fields.append(f"seq={reading.seq}i")
+            fields.append(f"{_SEQ}={reading.seq}i")
         return (
-            f"{self._series(MEASUREMENT_TELEMETRY, item.kind, item.unit_id)} {','.join(fields)} "
+            f"{self._series(Measurement.TELEMETRY, item.kind, item.unit_id)} {','.join(fields)} "
             f"{reading.ts * _NS_PER_MS}"
         )
 
@@ -197,36 +258,37 @@ class LineBuilder:
         """Marks a late upload: readings of ``unit_id`` between ``from_ms`` and ``to_ms`` arrived just now."""
         ts = self.unique_ns(received_ns)
         return (
-            f"{self._series(MEASUREMENT_LATE_DATA, kind, unit_id)} from_ms={from_ms}i,to_ms={to_ms}i,"
-            f"count={count}i {ts}"
+            f"{self._series(Measurement.LATE_DATA, kind, unit_id)} {LateField.FROM_MS}={from_ms}i,"
+            f"{LateField.TO_MS}={to_ms}i,{LateField.COUNT}={count}i {ts}"
         )
 
     def connection(self, change: ConnectionChange) -> str:
         """A device went online/offline (its MQTT will), at receive time."""
         online = "true" if change.online else "false"
         ts = self.unique_ns(change.received_ns)
-        return (
-            f"{self._series(MEASUREMENT_UNIT_CONNECTION, change.kind, change.unit_id)} online={online} {ts}"
-        )
+        return f"{self._series(Measurement.UNIT_CONNECTION, change.kind, change.unit_id)} {ConnectionField.ONLINE}={online} {ts}"
 
     def rejected(self, rej: Rejection) -> str:
         """The dead-letter record: reason as tag, everything needed to debug the device as fields."""
         shown = rej.payload[:MAX_STORED_PAYLOAD].decode("utf-8", "backslashreplace")
         received = datetime.fromtimestamp(rej.received_ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
         fields = [
-            f'detail="{escape_field_string(rej.detail)}"',
-            f'payload="{escape_field_string(shown)}"',
-            f"payload_bytes={len(rej.payload)}i",
-            f'received_at="{received}"',
-            f'topic="{escape_field_string(rej.topic[:512])}"',
+            f'{RejectedField.DETAIL}="{escape_field_string(rej.detail)}"',
+            f'{RejectedField.PAYLOAD}="{escape_field_string(shown)}"',
+            f"{RejectedField.PAYLOAD_BYTES}={len(rej.payload)}i",
+            f'{RejectedField.RECEIVED_AT}="{received}"',
+            f'{RejectedField.TOPIC}="{escape_field_string(rej.topic[:512])}"',
         ]
         if rej.unit_id:
-            fields.append(f'unit_id="{escape_field_string(rej.unit_id)}"')
+            fields.append(f'{RejectedField.UNIT_ID}="{escape_field_string(rej.unit_id)}"')
         ts = self.unique_ns(rej.received_ns)
-        return f"{MEASUREMENT_REJECTED},instance={self.instance_tag},reason={rej.reason.value} {','.join(fields)} {ts}"
+        return (
+            f"{Measurement.REJECTED},{Tag.INSTANCE}={self.instance_tag},{Tag.REASON}={rej.reason.value} "
+            f"{','.join(fields)} {ts}"
+        )
 
     def stats(self, counters: Mapping[str, int | float], at_ns: int | None = None) -> str:
         """The ingester's own counters as one point."""
-        fields = ",".join(f"{k}={_field_value(v)}" for k, v in sorted(counters.items()))
+        fields = ",".join(f"{k}={field_value(v)}" for k, v in sorted(counters.items()))
         ts = self.unique_ns(at_ns if at_ns is not None else time.time_ns())
-        return f"{MEASUREMENT_STATS},instance={self.instance_tag} {fields} {ts}"
+        return f"{Measurement.STATS},{Tag.INSTANCE}={self.instance_tag} {fields} {ts}"

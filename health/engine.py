@@ -8,6 +8,10 @@ back from ``unit_state``. Long ranges (``oxyfleet health --once --since 7d``) ar
 overlap by more than the sustain window, so a condition spanning two slices is booked from its start.
 
 The engine holds no state that cannot be rebuilt from InfluxDB; it is one process per fleet.
+
+Long module: the cycle, the window splice, the reading cache and the late-data re-evaluation share the
+engine's caches, and splitting them across modules would only pass those caches around; the pure rules
+(:mod:`health.rules`), the result types (:mod:`health.model`) and uptime (:mod:`health.uptime`) live apart.
 """
 
 from __future__ import annotations
@@ -16,18 +20,16 @@ import bisect
 import functools
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
+from core.errors import SinkError, SinkFatalError
 from devices.inventory import Inventory, Unit, load_inventory
-from devices.spec import LATE_AFTER_MS, MEASUREMENT_LATE_DATA, MEASUREMENT_TELEMETRY
-from ingest.alerts import Alerter, alert_for
-from ingest.errors import SinkError, SinkFatalError
-from ingest.health import (
+from health.model import Evaluation, UnitStatus
+from health.rules import (
     MINUTE_MS,
-    STATES,
     Condition,
     Segment,
     classify,
@@ -35,22 +37,32 @@ from ingest.health import (
     timeline,
     transitions,
 )
-from ingest.lineproto import escape_field_string, escape_tag
+from store.lineproto import line, tag_set
+from store.schema import (
+    LATE_AFTER_MS,
+    UNIT_TAGS,
+    EventField,
+    LateField,
+    Measurement,
+    State,
+    StateField,
+    Tag,
+    seconds_field,
+)
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Iterable
+    from collections.abc import Callable
     from pathlib import Path
 
-    from ingest.query_influx import InfluxQL
-    from ingest.sink_influx import InfluxSink
+    from store.reader import InfluxQL
+    from store.writer import InfluxSink
 
-__all__ = ["Evaluation", "HealthEngine", "UnitStatus", "state_counts", "uptime_report", "uptime_rows"]
+__all__ = ["Evaluation", "HealthEngine", "UnitStatus"]
 
-log = structlog.get_logger("ingest.health")
+log = structlog.get_logger("health.engine")
 
-MEASUREMENT_STATE: Final = "unit_state"
-MEASUREMENT_EVENT: Final = "unit_event"
+# The readings the rules look at (concentrator and DOCS fields alike; a field a kind lacks reads as null).
 _FIELDS: Final = "purity_pct, flow_lpm, setpoint_lpm, outlet_kpa, temp_c, running, power, alarms, run_hours"
 _NS_PER_MS: Final = 1_000_000
 _SLICE_MS: Final = 3600_000
@@ -63,50 +75,10 @@ def _time(reading: Reading) -> int:
     return reading[0]
 
 
-@dataclass(frozen=True, slots=True)
-class UnitStatus:
-    """Where a unit stands at the end of an evaluation."""
-
-    unit: Unit
-    condition: Condition
-    since_ms: int
-    last_reading_ms: int | None
-    maintenance_due: bool
-
-
-@dataclass
-class Evaluation:
-    """Result of evaluating all units over a range."""
-
-    start_ms: int
-    end_ms: int
-    segments: dict[str, list[Segment]] = field(default_factory=dict)
-    status: dict[str, UnitStatus] = field(default_factory=dict)
-    lines: list[str] = field(default_factory=list)
-
-    def state_counts(self) -> dict[str, int]:
-        """How many units are in each state at the end of the range."""
-        return state_counts(self.status.values())
-
-
-def state_counts(statuses: Iterable[UnitStatus]) -> dict[str, int]:
-    """How many of ``statuses`` are in each state."""
-    counts: dict[str, int] = defaultdict(int)
-    for status in statuses:
-        counts[status.condition.state] += 1
-    return dict(sorted(counts.items()))
-
-
 @functools.lru_cache(maxsize=200_000)
 def _tags(unit: Unit) -> str:
-    pairs = {
-        "hospital": unit.hospital,
-        "kind": unit.kind,
-        "model": unit.model,
-        "province": unit.province,
-        "unit_id": unit.unit_id,
-    }
-    return ",".join(f"{k}={escape_tag(v)}" for k, v in sorted(pairs.items()))
+    values = (unit.hospital, unit.kind, unit.model, unit.province, unit.unit_id)
+    return tag_set(dict(zip(UNIT_TAGS, values, strict=True)))
 
 
 class HealthEngine:
@@ -122,7 +94,7 @@ class HealthEngine:
         lookback_s: float = 900.0,
         cycle_s: float = 15.0,
         clock: Any = time.time,  # noqa: ANN401 - a () -> float clock
-        alerter: Alerter | None = None,
+        on_change: Callable[[UnitStatus, Condition, int], None] | None = None,
     ) -> None:
         self.reader = reader
         self.sink = sink
@@ -134,7 +106,9 @@ class HealthEngine:
         self.cycle_s = cycle_s
         self.clock = clock
         self.last_status: dict[str, UnitStatus] = {}
-        self.alerter = alerter
+        # Called for every change of a unit's current state (never on the first cycle): the service wires
+        # it to the alerter, so the engine knows nothing of MQTT or webhooks.
+        self.on_change = on_change
         self._late_checked_ms: int | None = None
         self._cache: dict[str, list[Reading]] = {}
         self._cache_until: int | None = None
@@ -172,20 +146,21 @@ class HealthEngine:
         # unit_id as a column, not GROUP BY unit_id: one series in the answer instead of one per unit
         # made InfluxDB 1.6 answer 40 % faster for 5,000 units (the query is the larger half of a cycle).
         rows = self.reader.rows(
-            f"SELECT unit_id, {_FIELDS} FROM {MEASUREMENT_TELEMETRY} WHERE {where}"  # noqa: S608
+            f"SELECT {Tag.UNIT_ID}, {_FIELDS} FROM {Measurement.TELEMETRY} WHERE {where}"  # noqa: S608
         )
         by_unit: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
-            by_unit[row["unit_id"]].append(row)
+            by_unit[row[Tag.UNIT_ID]].append(row)
         return by_unit
 
     def stored_priors(self, at_ms: int) -> dict[str, Condition]:
         """The effective state each unit had just before ``at_ms``, as stored by earlier evaluations."""
         rows = self.reader.rows(
-            f"SELECT last(state) AS state, last(reason) AS reason FROM {MEASUREMENT_STATE} "  # noqa: S608
-            f"WHERE time < {int(at_ms)}ms AND time >= {int(at_ms) - 2 * 3600_000}ms GROUP BY unit_id"
+            f"SELECT last({StateField.STATE}) AS state, last({StateField.REASON}) AS reason "  # noqa: S608
+            f"FROM {Measurement.UNIT_STATE} WHERE time < {int(at_ms)}ms AND time >= {int(at_ms) - 2 * 3600_000}ms "
+            f"GROUP BY {Tag.UNIT_ID}"
         )
-        return {r["unit_id"]: Condition(r["state"], r.get("reason") or "") for r in rows if r.get("state")}
+        return {r[Tag.UNIT_ID]: Condition(r["state"], r.get("reason") or "") for r in rows if r.get("state")}
 
     # --- evaluating ----------------------------------------------------------------------------------
 
@@ -253,26 +228,35 @@ class HealthEngine:
                     if written.get(minute.start_ms) == key:
                         continue
                     written[minute.start_ms] = key
-                fields = (
-                    f'state="{c.state}",reason="{escape_field_string(c.reason)}",code={c.code}i,'
-                    f"in_spec={1 if c.state == 'in_spec' else 0}i,maintenance_due={'true' if due else 'false'},"
-                    + ",".join(f"{state}_s={seconds!r}" for state, seconds in minute.seconds.items())
-                )
-                result.lines.append(f"{MEASUREMENT_STATE},{tags} {fields} {minute.start_ms * _NS_PER_MS}")
+                fields: dict[str, object] = {
+                    StateField.STATE: c.state,
+                    StateField.REASON: c.reason,
+                    StateField.CODE: c.code,
+                    StateField.IN_SPEC: 1 if c.state == State.IN_SPEC else 0,
+                    StateField.MAINTENANCE_DUE: due,
+                }
+                fields.update({seconds_field(state): float(sec) for state, sec in minute.seconds.items()})
+                result.lines.append(line(Measurement.UNIT_STATE, tags, fields, minute.start_ms * _NS_PER_MS))
             for change in transitions(segments, prior):
                 if change.at_ms < write_from:
                     continue
-                line = (
-                    f'{MEASUREMENT_EVENT},{tags} from="{change.before.state}",to="{change.after.state}",'
-                    f'from_reason="{escape_field_string(change.before.reason)}",'
-                    f'reason="{escape_field_string(change.after.reason)}",code={change.after.code}i '
-                    f"{change.at_ms * _NS_PER_MS}"
+                event = line(
+                    Measurement.UNIT_EVENT,
+                    tags,
+                    {
+                        EventField.FROM: change.before.state,
+                        EventField.TO: change.after.state,
+                        EventField.FROM_REASON: change.before.reason,
+                        EventField.REASON: change.after.reason,
+                        EventField.CODE: change.after.code,
+                    },
+                    change.at_ms * _NS_PER_MS,
                 )
                 if written is not None:
-                    if written.get(-change.at_ms) == line:
+                    if written.get(-change.at_ms) == event:
                         continue
-                    written[-change.at_ms] = line  # events keyed by negative time, beside the minutes
-                result.lines.append(line)
+                    written[-change.at_ms] = event  # events keyed by negative time, beside the minutes
+                result.lines.append(event)
             if written is not None:
                 for stale in [k for k in written if abs(k) < start_ms]:
                     del written[stale]
@@ -439,22 +423,23 @@ class HealthEngine:
         """Re-evaluate history that late uploads (``late_data`` markers) changed, before the trailing window."""
         if self._late_checked_ms is None:
             # First cycle: catch up on uploads that arrived while the engine was not running.
-            rows = self.reader.rows(f"SELECT last(state) FROM {MEASUREMENT_STATE}")  # noqa: S608
+            rows = self.reader.rows(f"SELECT last({StateField.STATE}) FROM {Measurement.UNIT_STATE}")  # noqa: S608
             self._late_checked_ms = int(rows[0]["time"]) if rows else now_ms - self.lookback_ms
         rows = self.reader.rows(
-            f"SELECT unit_id, from_ms FROM {MEASUREMENT_LATE_DATA} "  # noqa: S608 - constants and ints
-            f"WHERE time >= {self._late_checked_ms}ms AND time < {now_ms}ms GROUP BY unit_id"
+            f"SELECT {Tag.UNIT_ID}, {LateField.FROM_MS} FROM {Measurement.LATE_DATA} "  # noqa: S608 - constants and ints
+            f"WHERE time >= {self._late_checked_ms}ms AND time < {now_ms}ms GROUP BY {Tag.UNIT_ID}"
         )
         self._late_checked_ms = now_ms
         earliest: dict[str, int] = {}
         refetch: set[str] = set()
         for row in rows:
-            unit_id = row["unit_id"]
+            unit_id = row[Tag.UNIT_ID]
             if unit_id not in self.inventory.units:
                 continue
             refetch.add(unit_id)
-            if row["from_ms"] < window_start_ms:
-                earliest[unit_id] = min(earliest.get(unit_id, row["from_ms"]), row["from_ms"])
+            from_ms = row[LateField.FROM_MS]
+            if from_ms < window_start_ms:
+                earliest[unit_id] = min(earliest.get(unit_id, from_ms), from_ms)
         if not earliest:
             return refetch
         began = min(earliest.values())
@@ -471,8 +456,8 @@ class HealthEngine:
         for unit_id, status in evaluation.status.items():
             before = self.current.get(unit_id)
             self.current[unit_id] = status.condition
-            if before is not None and before != status.condition and self.alerter is not None:
-                self.alerter.send(alert_for(status, before, now_ms))
+            if before is not None and before != status.condition and self.on_change is not None:
+                self.on_change(status, before, now_ms)
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Cycle until ``stop``; transient InfluxDB trouble is logged and retried next cycle."""
@@ -503,81 +488,3 @@ def _condition_at(segments: list[Segment], at_ms: int) -> Condition:
         if seg.start_ms <= at_ms < seg.end_ms:
             return seg.condition
     return segments[-1].condition if at_ms >= segments[-1].end_ms else segments[0].condition
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def uptime_rows(
-    reader: InfluxQL,
-    since_ms: int,
-    until_ms: int,
-    *,
-    hospital: str | None = None,
-    province: str | None = None,
-) -> list[dict[str, Any]]:
-    """Seconds per state per unit over a range, summed from ``unit_state`` (what Grafana does too)."""
-    where = f"time >= {int(since_ms)}ms AND time < {int(until_ms)}ms"
-    if hospital:
-        where += f" AND hospital = {_literal(hospital)}"
-    if province:
-        where += f" AND province = {_literal(province)}"
-    sums = ", ".join(f"sum({s}_s) AS {s}" for s in STATES)
-    return reader.rows(
-        f"SELECT {sums} FROM {MEASUREMENT_STATE} WHERE {where} GROUP BY unit_id, hospital, province"  # noqa: S608 - literals escaped
-    )
-
-
-def uptime_report(
-    reader: InfluxQL,
-    since_ms: int,
-    until_ms: int,
-    *,
-    hospital: str | None = None,
-    province: str | None = None,
-) -> list[dict[str, Any]]:
-    """Availability per unit, then per hospital: the monthly report, for the CLI and the HTTP API.
-
-    Each record: level (unit|hospital), hospital, province, unit_id ("" for hospitals), availability_pct
-    (None when nothing was accounted), and hours per state (``<state>_h``).
-    """
-    from ingest.health import availability  # noqa: PLC0415
-
-    units: list[dict[str, Any]] = []
-    hospitals: dict[str, dict[str, Any]] = {}
-    rows = uptime_rows(reader, since_ms, until_ms, hospital=hospital, province=province)
-    for row in sorted(rows, key=lambda r: (r["hospital"], r["unit_id"])):
-        seconds = {s: float(row.get(s) or 0.0) for s in STATES}
-        units.append(
-            {
-                "level": "unit",
-                "hospital": row["hospital"],
-                "province": row["province"],
-                "unit_id": row["unit_id"],
-                **seconds,
-            }
-        )
-        total = hospitals.setdefault(
-            row["hospital"],
-            {
-                "level": "hospital",
-                "hospital": row["hospital"],
-                "province": row["province"],
-                "unit_id": "",
-                **dict.fromkeys(STATES, 0.0),
-            },
-        )
-        for state in STATES:
-            total[state] += seconds[state]
-    records = []
-    for rec in [*units, *hospitals.values()]:
-        share = availability(rec)
-        records.append(
-            {
-                **{k: rec[k] for k in ("level", "hospital", "province", "unit_id")},
-                "availability_pct": None if share is None else round(share * 100, 2),
-                **{f"{state}_h": round(rec[state] / 3600, 3) for state in STATES},
-            }
-        )
-    return records

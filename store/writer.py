@@ -1,6 +1,6 @@
 """Write line protocol to InfluxDB, v1 ``/write`` or v2 ``/api/v2/write``, behind one interface.
 
-The transports only send bytes and translate every failure into :mod:`ingest.errors`; the
+The transports only send bytes and translate every failure into :mod:`core.errors`; the
 :class:`InfluxSink` above them decides what a failure means for the points:
 
 - 2xx: written.
@@ -8,9 +8,9 @@ The transports only send bytes and translate every failure into :mod:`ingest.err
   server's message, the rest are written. Writes are idempotent (same series + time overwrites), so
   re-sending the good half of a partially written batch is harmless.
 - 413: split the body and send the halves.
-- 429/503/5xx/network: :class:`~ingest.errors.SinkRetryableError` goes up to the caller, which keeps
+- 429/503/5xx/network: :class:`~core.errors.SinkRetryableError` goes up to the caller, which keeps
   the batch, waits (``Retry-After`` when given) and tries again; this is where the on-disk spool slots in.
-- 401/403/404: :class:`~ingest.errors.SinkFatalError` goes up and stops the ingester with the message.
+- 401/403/404: :class:`~core.errors.SinkFatalError` goes up and stops the ingester with the message.
 
 The sink never knows about MQTT.
 """
@@ -25,9 +25,10 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Final, Protocol
 from urllib.parse import urlencode
 
+import structlog
 import urllib3
 
-from ingest.errors import (
+from core.errors import (
     SinkAuthError,
     SinkError,
     SinkNotFoundError,
@@ -39,6 +40,8 @@ from ingest.errors import (
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
+    from core.settings import InfluxSettings
+
 __all__ = [
     "InfluxSink",
     "Transport",
@@ -46,8 +49,12 @@ __all__ = [
     "V2Transport",
     "WriteReport",
     "classify_response",
+    "make_transport",
     "map_transport_errors",
+    "prepare_database",
 ]
+
+log = structlog.get_logger("store.writer")
 
 _MAX_RETRY_AFTER: Final = 300.0
 
@@ -78,7 +85,7 @@ def _short(body: bytes | str | None) -> str:
 def classify_response(
     status: int, body: bytes | str | None, headers: Mapping[str, str] | None = None
 ) -> None:
-    """Raise the :mod:`ingest.errors` class for a non-2xx write response; return for 2xx."""
+    """Raise the :mod:`core.errors` class for a non-2xx write response; return for 2xx."""
     if 200 <= status < 300:
         return
     message = _short(body) or f"HTTP {status}"
@@ -108,7 +115,7 @@ def classify_response(
 
 @contextlib.contextmanager
 def map_transport_errors() -> Iterator[None]:
-    """Translate urllib3 and influxdb-client exceptions into :mod:`ingest.errors` (the one place that does)."""
+    """Translate urllib3 and influxdb-client exceptions into :mod:`core.errors` (the one place that does)."""
     try:
         yield
     except SinkError:
@@ -130,7 +137,7 @@ class Transport(Protocol):
     """Sends one body of newline-separated line protocol at nanosecond precision."""
 
     def write(self, body: bytes) -> None:
-        """Send ``body``; return on 2xx, raise an :class:`~ingest.errors.SinkError` otherwise."""
+        """Send ``body``; return on 2xx, raise an :class:`~core.errors.SinkError` otherwise."""
         ...
 
     def close(self) -> None:
@@ -288,8 +295,8 @@ class InfluxSink:
         """Write ``lines``.
 
         Returns which lines were refused (400/422, or 413 on a single line); everything else is written.
-        Raises :class:`~ingest.errors.SinkRetryableError` (nothing can be assumed written: retry the whole
-        batch, which is safe because writes are idempotent) or :class:`~ingest.errors.SinkFatalError`.
+        Raises :class:`~core.errors.SinkRetryableError` (nothing can be assumed written: retry the whole
+        batch, which is safe because writes are idempotent) or :class:`~core.errors.SinkFatalError`.
         """
         report = WriteReport()
         if lines:
@@ -311,3 +318,52 @@ class InfluxSink:
     def close(self) -> None:
         """Release the transport."""
         self.transport.close()
+
+
+def make_transport(influx: InfluxSettings) -> Transport:
+    """The transport for the configured API flavour."""
+    ca = str(influx.ca_file) if influx.ca_file else None
+    if influx.api == "v2":
+        token = influx.token_value()
+        assert token is not None  # validated in InfluxSettings
+        return V2Transport(
+            influx.url,
+            token=token,
+            org=influx.org or "",
+            bucket=influx.bucket_name(),
+            timeout_s=influx.timeout_s,
+            use_gzip=influx.gzip,
+            ca_file=ca,
+            verify_tls=influx.verify_tls,
+        )
+    return V1Transport(
+        influx.url,
+        influx.database,
+        retention_policy=influx.retention_policy,
+        username=influx.username,
+        password=influx.password_value(),
+        token=influx.token_value(),
+        timeout_s=influx.timeout_s,
+        use_gzip=influx.gzip,
+        ca_file=ca,
+        verify_tls=influx.verify_tls,
+    )
+
+
+def prepare_database(transport: Transport, influx: InfluxSettings) -> None:
+    """v1: create the database when allowed (idempotent in InfluxDB 1.x); auth problems stop here, early."""
+    if not isinstance(transport, V1Transport) or not influx.create_database:
+        return
+    name = influx.database.replace("\\", "\\\\").replace('"', '\\"')
+    # Unreachable InfluxDB raises SinkRetryableError: `oxyfleet run` exits 1 and its supervisor restarts
+    # it; meanwhile the broker holds our messages in the persistent session.
+    resp = transport.query(f'CREATE DATABASE "{name}"')
+    if resp.status in (401, 403):
+        classify_response(resp.status, resp.data)
+    if resp.status >= 300:
+        log.warning(
+            "store.create_database_failed",
+            status=resp.status,
+            body=resp.data[:200].decode(errors="replace"),
+            hint="create it yourself or set OXYFLEET_INFLUX__CREATE_DATABASE=false",
+        )

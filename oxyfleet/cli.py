@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import click
 
-from ingest.config import Settings, env_example, load_settings, redacted_lines
-from ingest.errors import ConfigError, SinkError, SinkFatalError, SourceAuthError
+from core.errors import ConfigError, SinkError, SinkFatalError, SourceAuthError
+from core.settings import Settings, env_example, load_settings, redacted_lines
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -74,8 +74,8 @@ def run(duration: float | None, with_health: bool) -> None:
     """Run the ingester: MQTT -> validation -> InfluxDB, until Ctrl-C/SIGTERM."""
     import threading  # noqa: PLC0415
 
-    from ingest.logs import configure_logging  # noqa: PLC0415 - keep --help fast
-    from ingest.pipeline import build_ingester  # noqa: PLC0415
+    from core.logs import configure_logging  # noqa: PLC0415 - keep --help fast
+    from ingest.service import build_ingester  # noqa: PLC0415
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -109,12 +109,11 @@ def check_config() -> None:
 
 
 def _check_influx(settings: Settings) -> str | None:
-    from ingest.query_influx import InfluxQL  # noqa: PLC0415
+    from store.reader import InfluxQL  # noqa: PLC0415
 
     influx = settings.influx
     if influx.api == "v2":
-        from ingest.pipeline import make_transport  # noqa: PLC0415
-        from ingest.sink_influx import V2Transport  # noqa: PLC0415
+        from store.writer import V2Transport, make_transport  # noqa: PLC0415
 
         transport = make_transport(influx)
         assert isinstance(transport, V2Transport)
@@ -137,7 +136,7 @@ def _check_influx(settings: Settings) -> str | None:
 @cli.command()
 def check() -> None:
     """Test connectivity to the broker and InfluxDB with the current settings; say what is wrong."""
-    from ingest.source_mqtt import probe_broker  # noqa: PLC0415
+    from core.mqtt import probe_broker  # noqa: PLC0415
 
     settings = _settings()
     ok = True
@@ -318,7 +317,7 @@ def env_example_cmd(check_only: bool) -> None:
 @click.option("--seed", default=1, show_default=True, help="Seed of the simulated fleet and its faults.")
 def demo(units: int, duration: float | None, refresh: float, speed: float, seed: int) -> None:
     """Ingester + a simulated fleet with faults + a live table of what reached InfluxDB, per unit."""
-    from ingest.demo import run_demo  # noqa: PLC0415
+    from oxyfleet.demo import run_demo  # noqa: PLC0415
 
     settings = _settings()
     stop = _stop_on_signals()
@@ -532,12 +531,12 @@ def simulate(
     """Publish a simulated fleet to the broker in OXYFLEET_MQTT__* (host, port, TLS, credentials, prefix)."""
     import random  # noqa: PLC0415
 
-    from devices.faults import FaultKind  # noqa: PLC0415
+    from fleetsim.faults import FaultKind  # noqa: PLC0415
 
     settings = _settings()
     mq = settings.mqtt
     if load:
-        from devices.loadgen import run_load  # noqa: PLC0415
+        from fleetsim.loadgen import run_load  # noqa: PLC0415
 
         result = run_load(
             host=mq.host,
@@ -572,7 +571,7 @@ def simulate(
         raise click.BadParameter(str(exc), param_hint="--faults") from None
     from devices.catalog import load_catalog  # noqa: PLC0415
     from devices.inventory import InventoryError, load_inventory  # noqa: PLC0415
-    from devices.simulator import FleetPublisher, Simulator, generate_units, units_from_inventory  # noqa: PLC0415
+    from fleetsim.simulator import FleetPublisher, Simulator, generate_units, units_from_inventory  # noqa: PLC0415
 
     rng = random.Random(seed)
     if generated:
@@ -619,78 +618,20 @@ def simulate(
 
 
 def _engine(settings: Settings, *, writing: bool) -> Any:  # noqa: ANN401 - HealthEngine, imported lazily
-    from devices.inventory import SAMPLE_INVENTORY, InventoryError  # noqa: PLC0415
-    from ingest.health_engine import HealthEngine  # noqa: PLC0415
-    from ingest.pipeline import make_transport, prepare_database  # noqa: PLC0415
-    from ingest.query_influx import InfluxQL  # noqa: PLC0415
-    from ingest.sink_influx import InfluxSink  # noqa: PLC0415
+    from health.service import build_engine  # noqa: PLC0415
 
-    inventory = settings.inventory_file
-    if inventory is None:
-        click.echo(
-            f"(no OXYFLEET_INVENTORY_FILE set: using the sample inventory {SAMPLE_INVENTORY.name})", err=True
-        )
-        inventory = SAMPLE_INVENTORY
-    sink = None
-    if writing:
-        transport = make_transport(settings.influx)
-        prepare_database(transport, settings.influx)
-        sink = InfluxSink(transport)
-    h = settings.health
-    alerter = None
-    if writing and (h.alerts_mqtt or h.webhooks):
-        from ingest.alerts import Alerter  # noqa: PLC0415
-        from ingest.source_mqtt import connect_properties, make_client  # noqa: PLC0415
-
-        client = None
-        if h.alerts_mqtt:
-            client = make_client(
-                settings.mqtt, f"{settings.mqtt.client_id}-health", persistent=False, manual_ack=False
-            )
-            client.connect_async(
-                settings.mqtt.host,
-                settings.mqtt.port,
-                keepalive=settings.mqtt.keepalive_s,
-                properties=connect_properties(settings.mqtt, persistent=False),
-            )
-            client.loop_start()
-        alerter = Alerter(client, h.webhooks, topic_prefix=h.alert_topic_prefix, retries=h.webhook_retries)
+    if settings.inventory_file is None:
+        click.echo("(no OXYFLEET_INVENTORY_FILE set: using the sample inventory)", err=True)
     try:
-        return HealthEngine(
-            InfluxQL.from_settings(settings.influx),
-            sink,
-            inventory,
-            sustain_s=h.sustain_s,
-            lookback_s=h.lookback_s,
-            cycle_s=h.cycle_s,
-            alerter=alerter,
-        )
-    except InventoryError as exc:
-        _fail(f"inventory has problems:\n{exc}", EXIT_CONFIG)
+        return build_engine(settings, writing=writing)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
 
 
 def _serve_api(engine: Any, settings: Settings) -> None:  # noqa: ANN401 - HealthEngine
-    """Serve the read-only API in a daemon thread; a busy port is a warning, not a reason to stop."""
-    import threading  # noqa: PLC0415
+    from health.service import serve_api  # noqa: PLC0415
 
-    import structlog  # noqa: PLC0415
-    import uvicorn  # noqa: PLC0415
-
-    from ingest.api import create_app  # noqa: PLC0415
-
-    config = uvicorn.Config(
-        create_app(engine, engine.reader),
-        host=settings.health.api_host,
-        port=settings.health.api_port,
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    # uvicorn installs signal handlers only in the main thread; in this thread the CLI keeps them.
-    threading.Thread(target=server.run, name="api", daemon=True).start()
-    structlog.get_logger("ingest.health").info(
-        "health.api_listening", host=settings.health.api_host, port=settings.health.api_port
-    )
+    serve_api(engine, settings)
 
 
 def _since_ms(text: str) -> int:
@@ -707,7 +648,7 @@ def _since_ms(text: str) -> int:
 )
 def health(once: bool, since: str, duration: float | None) -> None:
     """Run the health engine: classify every inventory unit each cycle, write unit_state and unit_event."""
-    from ingest.logs import configure_logging  # noqa: PLC0415
+    from core.logs import configure_logging  # noqa: PLC0415
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -743,8 +684,8 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
     import csv as csv_module  # noqa: PLC0415
     import io  # noqa: PLC0415
 
-    from ingest.health_engine import uptime_report  # noqa: PLC0415
-    from ingest.query_influx import InfluxQL  # noqa: PLC0415
+    from health.uptime import uptime_report  # noqa: PLC0415
+    from store.reader import InfluxQL  # noqa: PLC0415
 
     settings = _settings()
     reader = InfluxQL.from_settings(settings.influx)
@@ -849,7 +790,7 @@ def dashboards_push(url: str, token: str, with_datasource: bool) -> None:
     from grafana_client.api import GrafanaApi  # noqa: PLC0415
     from grafana_client.client import GrafanaException  # noqa: PLC0415
 
-    from ingest.grafana_push import push  # noqa: PLC0415
+    from dashboards.push import push  # noqa: PLC0415
 
     influx = _settings().influx if with_datasource else None
     try:

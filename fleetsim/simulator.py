@@ -1,6 +1,6 @@
 """The fleet simulator: realistic readings, scheduled faults, malformed messages, and the ground truth.
 
-Every unit publishes at its model's reporting interval. Faults (see :mod:`devices.faults`) are scheduled
+Every unit publishes at its model's reporting interval. Faults (see :mod:`fleetsim.faults`) are scheduled
 from ``--seed``, so a run is reproducible, and written to a ground-truth file (JSON lines) before the
 first reading: ``{"type": "fault", ...}`` per episode, ``{"type": "malformed", ...}`` per deliberately
 bad message, and a closing ``{"type": "summary", ...}`` with what was published, so tests can check
@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.faults import Fault, FaultKind, UnitState, apply_faults, healthy_reading, plan_faults
 from devices.payload import MAX_PAYLOAD_BYTES, MAX_READINGS
 from devices.spec import Channel, topic_for
+from fleetsim.faults import Fault, FaultKind, UnitState, apply_faults, healthy_reading, plan_faults
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence

@@ -20,12 +20,15 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
-from ingest.errors import SinkError
-from ingest.health_engine import MEASUREMENT_EVENT, state_counts, uptime_report
+from core.errors import SinkError
+from health.model import state_counts
+from health.uptime import uptime_report
+from store.schema import Measurement, Tag
 
 if TYPE_CHECKING:
-    from ingest.health_engine import HealthEngine, UnitStatus
-    from ingest.query_influx import InfluxQL
+    from health.engine import HealthEngine
+    from health.model import UnitStatus
+    from store.reader import InfluxQL
 
 __all__ = ["create_app"]
 
@@ -152,7 +155,7 @@ def create_app(engine: HealthEngine, reader: InfluxQL) -> FastAPI:  # noqa: C901
         try:
             # unit_id is an inventory id here, which matches ^[A-Za-z0-9][A-Za-z0-9_.-]*$: nothing to inject.
             rows = reader.rows(
-                f"SELECT * FROM {MEASUREMENT_EVENT} WHERE unit_id = '{unit_id}' "  # noqa: S608
+                f"SELECT * FROM {Measurement.UNIT_EVENT} WHERE {Tag.UNIT_ID} = '{unit_id}' "  # noqa: S608
                 f"AND time >= {since_ms}ms"
             )
         except SinkError as exc:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.errors import ConfigError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,6 +1,6 @@
 """Fleet health, the pure part: classify readings, build each unit's state timeline, and account uptime.
 
-No I/O here (the engine in :mod:`ingest.health_engine` reads InfluxDB and writes the results), so every
+No I/O here (the engine in :mod:`health.engine` reads InfluxDB and writes the results), so every
 rule is unit-tested with plain data.
 
 The model, in the order it is applied:
@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from store.schema import ACCOUNTED, STATES, State
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
@@ -51,14 +53,11 @@ __all__ = [
     "transitions",
 ]
 
-IN_SPEC: Final = "in_spec"
-UNDERPERFORMING: Final = "underperforming"
-OFF: Final = "off"
-POWER_FAILURE: Final = "power_failure"
-NO_DATA: Final = "no_data"
-STATES: Final = (IN_SPEC, UNDERPERFORMING, POWER_FAILURE, NO_DATA, OFF)
-# The states availability is computed over; "off" (standby by staff) is excluded.
-ACCOUNTED: Final = (IN_SPEC, UNDERPERFORMING, POWER_FAILURE, NO_DATA)
+IN_SPEC: Final = State.IN_SPEC
+UNDERPERFORMING: Final = State.UNDERPERFORMING
+OFF: Final = State.OFF
+POWER_FAILURE: Final = State.POWER_FAILURE
+NO_DATA: Final = State.NO_DATA
 LOW_FLOW_RATIO: Final = 0.8
 MINUTE_MS: Final = 60_000
 # Device alarms that other rules already account for, or that say nothing about oxygen delivery.

@@ -6,7 +6,7 @@
     ├── ConfigError              settings are invalid or point at something unusable; exit 2
     ├── SourceError              the MQTT side
     │   └── SourceAuthError      the broker refused our credentials; fatal, exit 3
-    └── SinkError                the InfluxDB side (raised only by ingest.sink_influx)
+    └── SinkError                the InfluxDB side (raised only by store.writer)
         ├── SinkFatalError       retrying cannot help; stop and tell the operator; exit 3
         │   ├── SinkAuthError        401/403: token or user/password wrong, or lacks write permission
         │   └── SinkNotFoundError    404: database/bucket (or the API itself) does not exist
@@ -15,7 +15,7 @@
         └── SinkRetryableError   429/503/5xx/network: keep the data, wait (Retry-After) and retry
 
 HTTP and library exceptions are translated into this tree in one place
-(:func:`ingest.sink_influx.classify_response` and :func:`ingest.sink_influx.map_transport_errors`), so the
+(:func:`store.writer.classify_response` and :func:`store.writer.map_transport_errors`), so the
 pipeline decides what to do from the class alone, the way Telegraf's influxdb_v2 output does.
 """
 

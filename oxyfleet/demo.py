@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from devices.faults import FaultKind
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
-from devices.simulator import FleetPublisher, Simulator, units_from_inventory
-from ingest.health_engine import HealthEngine, UnitStatus, state_counts
-from ingest.pipeline import build_ingester, make_transport
-from ingest.query_influx import InfluxQL
-from ingest.sink_influx import InfluxSink
+from fleetsim.faults import FaultKind
+from fleetsim.simulator import FleetPublisher, Simulator, units_from_inventory
+from health.model import UnitStatus, state_counts
+from health.service import build_engine
+from ingest.service import build_ingester
+from store.reader import InfluxQL
+from store.schema import Measurement, RejectedField, Tag, TelemetryField
 
 if TYPE_CHECKING:
-    from ingest.config import Settings
+    from core.settings import Settings
 
 __all__ = ["run_demo"]
 
@@ -42,14 +43,15 @@ def _table(reader: InfluxQL, since_ns: int, sim_since_ms: int) -> tuple[list[dic
     # Telemetry carries device (simulated) time; rejections carry receive time. Ints: nothing to inject.
     where = f"time >= {int(sim_since_ms)}ms"
     units = reader.rows(
-        "SELECT count(seq) AS points, last(purity_pct) AS purity, last(flow_lpm) AS flow, "  # noqa: S608
+        f"SELECT count({TelemetryField.SEQ}) AS points, last(purity_pct) AS purity, last(flow_lpm) AS flow, "  # noqa: S608
         "last(setpoint_lpm) AS setpoint, last(running) AS running, last(alarms) AS alarms "
-        f"FROM telemetry WHERE {where} GROUP BY unit_id, hospital"
+        f"FROM {Measurement.TELEMETRY} WHERE {where} GROUP BY {Tag.UNIT_ID}, {Tag.HOSPITAL}"
     )
     rejected = {
         row["reason"]: int(row["n"])
         for row in reader.rows(
-            f"SELECT count(payload_bytes) AS n FROM rejected WHERE time >= {int(since_ns)} GROUP BY reason"  # noqa: S608
+            f"SELECT count({RejectedField.PAYLOAD_BYTES}) AS n FROM {Measurement.REJECTED} "  # noqa: S608
+            f"WHERE time >= {int(since_ns)} GROUP BY {Tag.REASON}"
         )
     }
     return sorted(units, key=lambda r: r["unit_id"]), rejected
@@ -104,7 +106,7 @@ def run_demo(  # noqa: PLR0915 - the demo wires everything together, once
     speed: float = 1.0,
 ) -> bool:
     """Run until ``stop`` or ``duration_s``; True when everything published was stored or rejected."""
-    from ingest.logs import configure_logging  # noqa: PLC0415
+    from core.logs import configure_logging  # noqa: PLC0415
 
     # The table is the demo's output (rejections included); the ingester's warnings about the
     # deliberately malformed messages would only interleave with it. Errors still show.
@@ -152,13 +154,16 @@ def run_demo(  # noqa: PLR0915 - the demo wires everything together, once
     demo_inventory.write_text(
         write_inventory(u for u in load_inventory(inventory_path).units.values() if u.unit_id in picked)
     )
-    engine = HealthEngine(
-        InfluxQL.from_settings(settings.influx),
-        InfluxSink(make_transport(settings.influx)),
-        demo_inventory,
-        sustain_s=DEMO_SUSTAIN_S,
-        lookback_s=WINDOW_S,
-        cycle_s=DEMO_CYCLE_S,
+    demo_health = settings.health.model_copy(
+        update={
+            "sustain_s": DEMO_SUSTAIN_S,
+            "lookback_s": WINDOW_S,
+            "cycle_s": DEMO_CYCLE_S,
+            "alerts_mqtt": False,
+        }
+    )
+    engine = build_engine(
+        settings.model_copy(update={"inventory_file": demo_inventory, "health": demo_health}), writing=True
     )
     health_stop = threading.Event()
     health_thread = threading.Thread(target=engine.run, args=(health_stop,), name="health", daemon=True)

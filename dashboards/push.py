@@ -19,11 +19,12 @@ from grafana_client.client import GrafanaClientError
 if TYPE_CHECKING:
     from grafana_client.api import GrafanaApi
 
-    from ingest.config import InfluxSettings
+    from core.settings import InfluxSettings
 
 __all__ = ["DASHBOARDS_DIR", "push"]
 
-DASHBOARDS_DIR: Final = Path(__file__).resolve().parent.parent / "dashboards"
+# The generated JSON/YAML ship as package data beside this module (wheel and Docker image alike).
+DASHBOARDS_DIR: Final = Path(__file__).resolve().parent
 FOLDER_UID: Final = "oxyfleet"
 DATASOURCE_UID: Final = "oxyfleet-influxdb"
 # Fields Grafana adds to what it stores; they do not make a dashboard or rule different.

@@ -28,12 +28,12 @@ if TYPE_CHECKING:
 
     import paho.mqtt.client as mqtt
 
-    from ingest.health import Condition
-    from ingest.health_engine import UnitStatus
+    from health.model import UnitStatus
+    from health.rules import Condition
 
 __all__ = ["Alerter", "alert_for"]
 
-log = structlog.get_logger("ingest.alerts")
+log = structlog.get_logger("health.alerts")
 
 _QUEUE_LIMIT: Final = 10_000
 _TOPIC_UNSAFE: Final = str.maketrans({"/": "_", "+": "_", "#": "_", "\x00": "_"})
@@ -161,6 +161,10 @@ class Alerter:
     def topic(self, alert: dict[str, Any]) -> str:
         """``{prefix}/{hospital}/{unit_id}``; characters MQTT reserves are replaced in the hospital name."""
         return f"{self.topic_prefix}/{alert['hospital'].translate(_TOPIC_UNSAFE)}/{alert['unit_id']}"
+
+    def notify(self, status: UnitStatus, before: Condition, at_ms: int) -> None:
+        """The engine's ``on_change`` callback: one alert for one transition."""
+        self.send(alert_for(status, before, at_ms))
 
     def send(self, alert: dict[str, Any]) -> None:
         """Queue the alert everywhere; returns at once."""

@@ -12,14 +12,14 @@ from typing import Any
 import urllib3
 from pydantic_core import from_json
 
-from ingest.errors import SinkError
-from ingest.sink_influx import classify_response, map_transport_errors
+from core.errors import SinkError
+from store.writer import classify_response, map_transport_errors
 
 __all__ = ["InfluxQL"]
 
 
 class InfluxQL:
-    """Runs InfluxQL and returns rows as dicts; raises :mod:`ingest.errors` sink errors on failure."""
+    """Runs InfluxQL and returns rows as dicts; raises :mod:`core.errors` sink errors on failure."""
 
     def __init__(
         self,

@@ -1,0 +1,53 @@
+"""What the health engine produces: a unit's status at the end of an evaluation, and an evaluation's result.
+
+Separate from the engine so that alerts, uptime and the API can use these types without importing the
+engine (which reports state changes through a callback instead of calling the alerter).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from devices.inventory import Unit
+    from health.rules import Condition, Segment
+
+__all__ = ["Evaluation", "UnitStatus", "state_counts"]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitStatus:
+    """Where a unit stands at the end of an evaluation."""
+
+    unit: Unit
+    condition: Condition
+    since_ms: int
+    last_reading_ms: int | None
+    maintenance_due: bool
+
+
+@dataclass
+class Evaluation:
+    """Result of evaluating all units over a range."""
+
+    start_ms: int
+    end_ms: int
+    segments: dict[str, list[Segment]] = field(default_factory=dict)
+    status: dict[str, UnitStatus] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+    def state_counts(self) -> dict[str, int]:
+        """How many units are in each state at the end of the range."""
+        return state_counts(self.status.values())
+
+
+def state_counts(statuses: Iterable[UnitStatus]) -> dict[str, int]:
+    """How many of ``statuses`` are in each state."""
+    counts: dict[str, int] = defaultdict(int)
+    for status in statuses:
+        counts[status.condition.state] += 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,93 @@
+"""Composition of the health process: settings in, a ready :class:`HealthEngine` (and its API) out.
+
+``oxyfleet health``, ``oxyfleet run --with-health``, ``status`` and the demo build the engine here, the
+same way; the alerter is wired to the engine's ``on_change`` callback so the engine never imports it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import structlog
+
+from core.errors import ConfigError
+from core.mqtt import connect_properties, make_client
+from devices.inventory import SAMPLE_INVENTORY, InventoryError
+from health.alerts import Alerter
+from health.engine import HealthEngine
+from store.reader import InfluxQL
+from store.writer import InfluxSink, make_transport, prepare_database
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+
+__all__ = ["build_engine", "serve_api"]
+
+log = structlog.get_logger("health.service")
+
+
+def _alerter(settings: Settings) -> Alerter | None:
+    h = settings.health
+    if not (h.alerts_mqtt or h.webhooks):
+        return None
+    client = None
+    if h.alerts_mqtt:
+        client = make_client(
+            settings.mqtt, f"{settings.mqtt.client_id}-health", persistent=False, manual_ack=False
+        )
+        client.connect_async(
+            settings.mqtt.host,
+            settings.mqtt.port,
+            keepalive=settings.mqtt.keepalive_s,
+            properties=connect_properties(settings.mqtt, persistent=False),
+        )
+        client.loop_start()
+    return Alerter(client, h.webhooks, topic_prefix=h.alert_topic_prefix, retries=h.webhook_retries)
+
+
+def build_engine(settings: Settings, *, writing: bool) -> HealthEngine:
+    """The engine for ``settings``; ``writing=False`` for read-only use (no sink, no alerts).
+
+    Raises:
+        ConfigError: the inventory has problems (the message names ``OXYFLEET_INVENTORY_FILE``).
+    """
+    inventory = settings.inventory_file or SAMPLE_INVENTORY
+    sink = None
+    if writing:
+        transport = make_transport(settings.influx)
+        prepare_database(transport, settings.influx)
+        sink = InfluxSink(transport)
+    alerter = _alerter(settings) if writing else None
+    h = settings.health
+    try:
+        return HealthEngine(
+            InfluxQL.from_settings(settings.influx),
+            sink,
+            inventory,
+            sustain_s=h.sustain_s,
+            lookback_s=h.lookback_s,
+            cycle_s=h.cycle_s,
+            on_change=None if alerter is None else alerter.notify,
+        )
+    except InventoryError as exc:
+        raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc
+
+
+def serve_api(engine: HealthEngine, settings: Settings) -> None:
+    """Serve the read-only API in a daemon thread; a busy port is a warning, not a reason to stop."""
+    import uvicorn  # noqa: PLC0415 - FastAPI and uvicorn load only when the API is served
+
+    from health.api import create_app  # noqa: PLC0415
+
+    config = uvicorn.Config(
+        create_app(engine, engine.reader),
+        host=settings.health.api_host,
+        port=settings.health.api_port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn installs signal handlers only in the main thread; in this thread the CLI keeps them.
+    threading.Thread(target=server.run, name="api", daemon=True).start()
+    log.info("health.api_listening", host=settings.health.api_host, port=settings.health.api_port)

@@ -1,5 +1,0 @@
-"""Allow ``python -m ingest``."""
-
-from ingest.cli import main
-
-main()

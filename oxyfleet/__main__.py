@@ -1,0 +1,5 @@
+"""Allow ``python -m oxyfleet``."""
+
+from oxyfleet.cli import main
+
+main()

@@ -1,0 +1,162 @@
+"""Every name oxyfleet stores in InfluxDB, spelt once: measurements, tags, fields and the unit states.
+
+The ingester writes, the health engine reads and writes, the dashboards and alert rules query and the
+CLI reports; all of them take their names from here, so renaming a field is one edit and a typo is an
+``AttributeError`` instead of an empty Grafana panel. ``tests/unit/test_layout.py`` fails when a
+measurement or field name appears as a string literal anywhere else.
+
+The members are :class:`~enum.StrEnum`, so they format as their value in f-strings and compare equal to
+plain strings read back from InfluxDB.
+
+Telemetry field names are the payload's own (``purity_pct``, ``flow_lpm``...): the pydantic models in
+:mod:`devices.payload` are the single source of truth for those (the device contract), and
+:func:`telemetry_fields` exposes them here for queries.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+from devices.payload import PAYLOAD_MODELS
+
+__all__ = [
+    "ACCOUNTED",
+    "LATE_AFTER_MS",
+    "STATES",
+    "UNIT_TAGS",
+    "UNREGISTERED",
+    "ConnectionField",
+    "EventField",
+    "LateField",
+    "Measurement",
+    "RejectedField",
+    "State",
+    "StateField",
+    "Tag",
+    "TelemetryField",
+    "seconds_field",
+    "telemetry_fields",
+]
+
+
+class Measurement(StrEnum):
+    """The measurements of the ``oxyfleet`` database."""
+
+    TELEMETRY = "telemetry"  # one point per reading, at the device's timestamp
+    REJECTED = "rejected"  # the dead-letter record of a refused message
+    UNIT_CONNECTION = "unit_connection"  # a device's online/offline (its MQTT will)
+    LATE_DATA = "late_data"  # a late upload arrived: which unit and time range to re-evaluate
+    STATS = "oxyfleet_ingest"  # the ingester's own counters
+    UNIT_STATE = "unit_state"  # health engine: one point per unit per minute
+    UNIT_EVENT = "unit_event"  # health engine: one point per state transition
+
+
+class Tag(StrEnum):
+    """Tag keys. Low cardinality only: never the raw topic, free text or payload values."""
+
+    UNIT_ID = "unit_id"
+    KIND = "kind"
+    MODEL = "model"
+    HOSPITAL = "hospital"
+    PROVINCE = "province"
+    REASON = "reason"  # rejected: the rejection reason code
+    INSTANCE = "instance"  # rejected, oxyfleet_ingest: which ingester
+
+
+# Tags every unit-scoped point carries, from the inventory (sorted: the order InfluxDB stores them in).
+UNIT_TAGS: Final = (Tag.HOSPITAL, Tag.KIND, Tag.MODEL, Tag.PROVINCE, Tag.UNIT_ID)
+
+# Tag value for units that are not in the inventory.
+UNREGISTERED: Final = "unregistered"
+
+# A reading older than this when it arrives is late: the ingester writes a late_data marker so the health
+# engine knows which unit and range to re-evaluate without scanning history.
+LATE_AFTER_MS: Final = 30_000
+
+
+class State(StrEnum):
+    """What the health engine says about a unit."""
+
+    IN_SPEC = "in_spec"
+    UNDERPERFORMING = "underperforming"
+    POWER_FAILURE = "power_failure"
+    NO_DATA = "no_data"
+    OFF = "off"
+
+
+STATES: Final[tuple[str, ...]] = (
+    State.IN_SPEC,
+    State.UNDERPERFORMING,
+    State.POWER_FAILURE,
+    State.NO_DATA,
+    State.OFF,
+)
+# The states availability is computed over; "off" (standby by staff) is excluded.
+ACCOUNTED: Final[tuple[str, ...]] = (State.IN_SPEC, State.UNDERPERFORMING, State.POWER_FAILURE, State.NO_DATA)
+
+
+class StateField(StrEnum):
+    """Fields of ``unit_state`` (besides the seconds per state, :func:`seconds_field`)."""
+
+    STATE = "state"
+    REASON = "reason"
+    CODE = "code"  # severity: 0 fine or off, 1 warning, 2 critical
+    IN_SPEC = "in_spec"  # 1 when the minute's dominant state is in_spec
+    MAINTENANCE_DUE = "maintenance_due"
+
+
+def seconds_field(state: str) -> str:
+    """The ``unit_state`` field holding the seconds a minute spent in ``state`` (e.g. ``in_spec_s``)."""
+    return f"{State(state)}_s"
+
+
+class EventField(StrEnum):
+    """Fields of ``unit_event``."""
+
+    FROM = "from"
+    TO = "to"
+    FROM_REASON = "from_reason"
+    REASON = "reason"
+    CODE = "code"
+
+
+class LateField(StrEnum):
+    """Fields of ``late_data``."""
+
+    FROM_MS = "from_ms"
+    TO_MS = "to_ms"
+    COUNT = "count"
+
+
+class ConnectionField(StrEnum):
+    """Fields of ``unit_connection``."""
+
+    ONLINE = "online"
+
+
+class RejectedField(StrEnum):
+    """Fields of ``rejected``."""
+
+    DETAIL = "detail"
+    PAYLOAD = "payload"
+    PAYLOAD_BYTES = "payload_bytes"
+    RECEIVED_AT = "received_at"
+    TOPIC = "topic"
+    UNIT_ID = "unit_id"
+
+
+class TelemetryField(StrEnum):
+    """Telemetry fields the store adds to the payload's own (which :func:`telemetry_fields` lists)."""
+
+    SEQ = "seq"  # the device's message counter
+    ALARM_COUNT = "alarm_count"  # len(alarms); the codes themselves are the comma-joined ``alarms`` field
+
+
+def telemetry_fields(kind: str | None = None) -> tuple[str, ...]:
+    """Telemetry field names (of one device kind, or of all), as the payload models define them."""
+    models = [PAYLOAD_MODELS[kind]] if kind is not None else list(PAYLOAD_MODELS.values())
+    names: dict[str, None] = {}
+    for model in models:
+        names.update(dict.fromkeys(model.measurement_fields()))
+    return tuple(names)
