@@ -11,9 +11,13 @@ folder, ruleGroup, for, noDataState, execErrState). Anything else is recorded as
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -201,3 +205,49 @@ def test_wrong_token_exits_3_and_says_so(grafana: Grafana) -> None:
     assert result.exit_code == 3
     assert "answered 401" in result.output
     assert grafana.writes == []
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """oxyfleet as a user installs it: the built wheel in an empty virtualenv (no source tree on the path)."""
+    root = Path(__file__).resolve().parents[2]
+    work = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"), str(root)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (work / "dist").glob("oxyfleet-*.whl")
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return venv / "bin" / "oxyfleet"
+
+
+def test_push_from_the_installed_wheel(grafana: Grafana, installed_wheel: Path, tmp_path: Path) -> None:
+    """The wheel carries the dashboards: the command works from any directory, far from the source tree."""
+    env = {"PATH": os.environ.get("PATH", ""), "GRAFANA_TOKEN": TOKEN, "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [str(installed_wheel), "dashboards", "push", "--url", grafana.url],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(grafana.dashboards) == 4 and len(grafana.rules) == 6
+    assert "0 change(s)" not in result.stdout
