@@ -119,7 +119,7 @@ def main() -> None:  # noqa: PLR0915 - one linear procedure, easier to read in o
             [
                 sys.executable,
                 "-m",
-                "ingest",
+                "oxyfleet",
                 "simulate",
                 "--load",
                 "--live-ts",

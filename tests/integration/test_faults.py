@@ -235,7 +235,7 @@ class Load:
             [
                 sys.executable,
                 "-m",
-                "ingest",
+                "oxyfleet",
                 "simulate",
                 "--load",
                 "--qos=1",
