@@ -9,16 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from health.rules import availability
+from store.reader import quote
 from store.schema import STATES, Measurement, Tag, seconds_field
 
 if TYPE_CHECKING:
     from store.reader import InfluxQL
 
 __all__ = ["uptime_report", "uptime_rows"]
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def uptime_rows(
@@ -32,9 +29,9 @@ def uptime_rows(
     """Seconds per state per unit over a range, summed from ``unit_state`` (what Grafana does too)."""
     where = f"time >= {int(since_ms)}ms AND time < {int(until_ms)}ms"
     if hospital:
-        where += f" AND {Tag.HOSPITAL} = {_literal(hospital)}"
+        where += f" AND {Tag.HOSPITAL} = {quote(hospital)}"
     if province:
-        where += f" AND {Tag.PROVINCE} = {_literal(province)}"
+        where += f" AND {Tag.PROVINCE} = {quote(province)}"
     sums = ", ".join(f"sum({seconds_field(s)}) AS {s}" for s in STATES)
     return reader.rows(
         f"SELECT {sums} FROM {Measurement.UNIT_STATE} WHERE {where} "  # noqa: S608 - literals escaped

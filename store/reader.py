@@ -6,16 +6,23 @@ InfluxQL over ``/query`` is the one query interface InfluxDB 1.x, 2.x (v1 compat
 
 from __future__ import annotations
 
-import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
 from pydantic_core import from_json
 
 from core.errors import SinkError
-from store.writer import classify_response, map_transport_errors
+from store.writer import auth_headers, classify_response, map_transport_errors
 
-__all__ = ["InfluxQL"]
+if TYPE_CHECKING:
+    from core.settings import InfluxSettings
+
+__all__ = ["InfluxQL", "quote"]
+
+
+def quote(value: str) -> str:
+    """An InfluxQL string literal (single-quoted, backslash and quote escaped) for tag values in WHERE."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class InfluxQL:
@@ -33,17 +40,11 @@ class InfluxQL:
     ) -> None:
         self.url = url.rstrip("/")
         self.database = database
-        self.headers: dict[str, str] = {}
-        if token:
-            self.headers["Authorization"] = f"Token {token}"
-        elif username:
-            self.headers["Authorization"] = (
-                "Basic " + base64.b64encode(f"{username}:{password or ''}".encode()).decode()
-            )
+        self.headers = auth_headers(username, password, token)
         self.pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=timeout_s))
 
     @classmethod
-    def from_settings(cls, influx: Any) -> InfluxQL:  # noqa: ANN401 - InfluxSettings; avoids an import cycle
+    def from_settings(cls, influx: InfluxSettings) -> InfluxQL:
         """Reader for the configured InfluxDB."""
         return cls(
             influx.url,

@@ -48,6 +48,7 @@ __all__ = [
     "V1Transport",
     "V2Transport",
     "WriteReport",
+    "auth_headers",
     "classify_response",
     "make_transport",
     "map_transport_errors",
@@ -133,6 +134,16 @@ def map_transport_errors() -> Iterator[None]:
         raise
 
 
+def auth_headers(username: str | None, password: str | None, token: str | None) -> dict[str, str]:
+    """The Authorization header for InfluxDB: a token (2.x, 3 Core, 1.8+) wins over v1 Basic credentials."""
+    if token:
+        return {"Authorization": f"Token {token}"}
+    if username:
+        cred = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+        return {"Authorization": f"Basic {cred}"}
+    return {}
+
+
 class Transport(Protocol):
     """Sends one body of newline-separated line protocol at nanosecond precision."""
 
@@ -168,12 +179,10 @@ class V1Transport:
         if retention_policy:
             params["rp"] = retention_policy
         self._write_url = f"{self.url}/write?{urlencode(params)}"
-        self.headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if token:
-            self.headers["Authorization"] = f"Token {token}"
-        elif username:
-            cred = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {cred}"
+        self.headers = {
+            "Content-Type": "text/plain; charset=utf-8",
+            **auth_headers(username, password, token),
+        }
         self.use_gzip = use_gzip
         if use_gzip:
             self.headers["Content-Encoding"] = "gzip"
