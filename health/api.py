@@ -7,7 +7,8 @@ so hospital systems and scripts can ask without learning InfluxQL:
 - ``GET /api/units/{unit_id}``: one unit, its inventory facts and its recent transitions;
 - ``GET /api/hospitals/{hospital}/uptime?since=30d``: availability per unit and for the hospital;
 - ``GET /healthz``: 200 while cycles run on time, 503 otherwise;
-- ``GET /metrics``: Prometheus text (cycle duration, units per state).
+- ``GET /metrics``: Prometheus text (cycle duration, units per state);
+- ``GET /docs``, ``/redoc``: interactive docs, with their scripts served from here (no CDN).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from core.errors import SinkError
@@ -116,7 +118,9 @@ def _unit_out(s: UnitStatus, window_start_ms: int) -> dict[str, Any]:
 
 def create_app(engine: HealthEngine, reader: InfluxQL) -> FastAPI:  # noqa: C901 - one nested function per route
     """The API over ``engine``'s last cycle and ``reader``'s stored results."""
-    app = FastAPI(
+    # FastAPIOffline serves the Swagger UI and ReDoc assets from the installed package instead of a CDN:
+    # hospital networks are often offline, and /docs must not be a blank page there.
+    app = FastAPIOffline(
         title="oxyfleet health API",
         version="0.1.0",
         description="Live state and uptime of oxygen concentrators and DOCS plants. Read-only.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -85,7 +86,8 @@ class Client:
 class Response:
     def __init__(self, status_code: int, body: bytes) -> None:
         self.status_code = status_code
-        self.text = body.decode()
+        self.body = body
+        self.text = body.decode(errors="replace")
 
     def json(self) -> Any:
         return json.loads(self.text)
@@ -251,3 +253,17 @@ def test_status_cli(engine, influx, monkeypatch) -> None:
     assert "purity_low" in result.output and result.output.strip().endswith("3 units")
     only = CliRunner().invoke(cli, ["status", "--state", "underperforming"])
     assert [line.split()[0] for line in only.output.splitlines()[1:-1]] == [LOW_UNIT]
+
+
+def test_docs_pages_need_no_network(client) -> None:
+    """/docs and /redoc load every script and stylesheet from the API itself (offline hospital networks)."""
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.status_code == 200
+        assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+        assert assets, html.text
+        external = [a for a in assets if re.match(r"^(https?:)?//", a)]
+        assert external == [], f"{page} loads {external} from the network"
+        for asset in assets:
+            answer = client.get(asset)
+            assert answer.status_code == 200 and len(answer.body) > 100, asset
