@@ -83,6 +83,7 @@ class State(StrEnum):
     POWER_FAILURE = "power_failure"
     NO_DATA = "no_data"
     OFF = "off"
+    NEVER_CONNECTED = "never_connected"  # an inventory unit that has never reported: not held against anyone
 
 
 STATES: Final[tuple[str, ...]] = (
@@ -91,6 +92,7 @@ STATES: Final[tuple[str, ...]] = (
     State.POWER_FAILURE,
     State.NO_DATA,
     State.OFF,
+    State.NEVER_CONNECTED,
 )
 # The states availability is computed over; "off" (standby by staff) is excluded.
 ACCOUNTED: Final[tuple[str, ...]] = (State.IN_SPEC, State.UNDERPERFORMING, State.POWER_FAILURE, State.NO_DATA)
