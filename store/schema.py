@@ -33,6 +33,7 @@ __all__ = [
     "RejectedField",
     "State",
     "StateField",
+    "StatsField",
     "Tag",
     "TelemetryField",
     "seconds_field",
@@ -153,6 +154,29 @@ class TelemetryField(StrEnum):
 
     SEQ = "seq"  # the device's message counter
     ALARM_COUNT = "alarm_count"  # len(alarms); the codes themselves are the comma-joined ``alarms`` field
+
+
+class StatsField(StrEnum):
+    """Fields of ``oxyfleet_ingest`` that dashboards and alert rules read.
+
+    The ingester names its counters in ``ingest/stats.py`` and ``ingest/pipeline.py`` (Telegraf's
+    vocabulary); ``tests/unit/test_dashboards_files.py`` checks that a real snapshot carries every member.
+    """
+
+    MESSAGES_RECEIVED = "messages_received"
+    POINTS_WRITTEN = "points_written"
+    POINTS_REJECTED = "points_rejected"
+    WRITE_RETRIES = "write_retries"
+    LAST_BATCH_MS = "last_batch_ms"
+    BACKLOG = "backlog"
+    OLDEST_UNWRITTEN_AGE_S = "oldest_unwritten_age_s"
+    RECONNECTS = "reconnects"
+    SPOOL_BATCHES = "spool_batches"
+    SPOOL_BYTES = "spool_bytes"
+    SPOOL_MAX_BYTES = "spool_max_bytes"
+    SPOOL_OLDEST_AGE_S = "spool_oldest_age_s"
+    SPOOL_FULL = "spool_full"
+    SPOOL_REPLAY_POINTS_PER_S = "spool_replay_points_per_s"
 
 
 def telemetry_fields(kind: str | None = None) -> tuple[str, ...]:
