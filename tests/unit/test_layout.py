@@ -94,9 +94,7 @@ def offending_literals(source: str) -> list[tuple[int, str]]:
 
 # Modules being rebuilt on store.schema while the layout issue is open; each entry says by what. This list
 # must be empty when issue 12 is resolved.
-PENDING: dict[str, str] = {
-    "dashboards/build.py": "the dashboards package rebuild (issue 14) takes its names from store.schema",
-}
+PENDING: dict[str, str] = {}
 
 
 def test_stored_names_are_spelt_only_in_the_storage_layer() -> None:
@@ -129,7 +127,6 @@ def test_the_name_check_catches_what_it_should(source: str, caught: bool) -> Non
 
 
 LONG_PENDING: dict[str, str] = {
-    "dashboards/build.py": "split into panels, boards and alert rules with the issue 14 rebuild",
     "oxyfleet/cli.py": "split into one module per command group",
 }
 
