@@ -36,7 +36,7 @@ from store.schema import STATES
 from store.writer import InfluxSink, make_transport
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from store.reader import InfluxQL
 
@@ -117,7 +117,8 @@ def fleet(start_ingester, influx, prefix, settings_for, tmp_path: Path, wait_for
 
 
 def board(name: str) -> dict[str, Any]:
-    return json.loads((BOARDS / name).read_text())
+    loaded: dict[str, Any] = json.loads((BOARDS / name).read_text())
+    return loaded
 
 
 def series(
@@ -139,7 +140,7 @@ def rows(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def step_colour(thresholds: dict[str, Any], value: float) -> str:
     """Grafana's threshold rule: the colour of the highest step whose value is at most ``value``."""
-    colour = thresholds["steps"][0]["color"]
+    colour: str = thresholds["steps"][0]["color"]
     for step in thresholds["steps"][1:]:
         if value >= step["value"]:
             colour = step["color"]
@@ -202,7 +203,7 @@ MAY_BE_EMPTY = {
 def test_every_panel_gets_data_of_its_shape(fleet, influx) -> None:
     by_kind = {kind: unit for unit, kind in fleet["faulted"].items()}
     docs = [u.unit_id for u in fleet["units"] if u.kind == "docs"]
-    selections = {
+    selections: dict[str, list[dict[str, list[str]]]] = {
         "fleet-overview.json": [{}],
         "hospital-uptime.json": [{}],
         "ingest-health.json": [{}],
@@ -226,6 +227,12 @@ def test_every_panel_gets_data_of_its_shape(fleet, influx) -> None:
 
 
 def test_each_faulted_unit_shows_in_the_colour_of_its_state(fleet, influx) -> None:
+    overview_colours(fleet, influx)
+    unit_detail_colours(fleet, influx)
+    uptime_colours(fleet, influx)
+
+
+def overview_colours(fleet: dict[str, Any], influx: InfluxQL) -> None:
     overview = board("fleet-overview.json")
     panels = {p["title"]: p for p in overview["panels"]}
 
@@ -280,7 +287,9 @@ def test_each_faulted_unit_shows_in_the_colour_of_its_state(fleet, influx) -> No
     pair = sorted(g["unit_id"] for g in shown)[:2]
     assert sorted(r["unit_id"] for r in rows(series(influx, overview, problems, fleet, unit=pair))) == pair
 
-    # Unit detail: the unit's purity falls in its own model's red band; the timeline maps its state.
+
+def unit_detail_colours(fleet: dict[str, Any], influx: InfluxQL) -> None:
+    """The unit's purity falls in its own model's red band; the timeline maps its state to its colour."""
     detail = board("unit-detail.json")
     dpanels = {p["title"]: p for p in detail["panels"]}
     by_kind = {kind: unit for unit, kind in fleet["faulted"].items()}
@@ -300,7 +309,10 @@ def test_each_faulted_unit_shows_in_the_colour_of_its_state(fleet, influx) -> No
             == STATE_COLOURS[last_state]
         )
 
-    # Hospital uptime: a silent unit is red (< 90 %), healthy ones green (>= 98 %), off shown as hours.
+
+def uptime_colours(fleet: dict[str, Any], influx: InfluxQL) -> None:
+    """A silent unit is red (< 90 %), healthy ones green (>= 98 %), off shown as hours."""
+    by_kind = {kind: unit for unit, kind in fleet["faulted"].items()}
     uptime = board("hospital-uptime.json")
     upanels = {p["title"]: p for p in uptime["panels"]}
     per_unit = upanels["Availability per unit, worst first"]
@@ -346,11 +358,12 @@ def firing(influx: InfluxQL, rule: dict[str, Any], end_ms: int) -> set[str]:
             last[tags.get("unit_id") or tags.get("instance") or "fleet"] = value
     evaluator = threshold["conditions"][0]["evaluator"]
     params = evaluator["params"]
-    test = {
+    tests: dict[str, Callable[[float], bool]] = {
         "gt": lambda v: v > params[0],
         "lt": lambda v: v < params[0],
         "within_range": lambda v: params[0] < v < params[1],
-    }[evaluator["type"]]
+    }
+    test = tests[evaluator["type"]]
     if not last:
         return {"no data"} if rule["noDataState"] == "Alerting" else set()
     return {key for key, value in last.items() if test(value)}

@@ -25,6 +25,16 @@ from click.testing import CliRunner
 
 from oxyfleet.cli import cli
 
+ROOT = Path(__file__).resolve().parents[2]
+# Every rule the build provisions (unit verdicts and system rules, in their groups).
+RULE_UIDS = {
+    rule["uid"]
+    for group in json.loads((ROOT / "dashboards" / "provisioning" / "alerting" / "rules.yaml").read_text())[
+        "groups"
+    ]
+    for rule in group["rules"]
+}
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -172,19 +182,21 @@ def test_push_creates_everything_then_changes_nothing(
         "oxyfleet-hospital-uptime",
         "oxyfleet-ingest-health",
     }
-    assert len(grafana.rules) == 6 and all(r["folderUID"] == "oxyfleet" for r in grafana.rules.values())
+    assert set(grafana.rules) == RULE_UIDS and all(
+        r["folderUID"] == "oxyfleet" for r in grafana.rules.values()
+    )
     assert all(d["meta"]["folderUid"] == "oxyfleet" for d in grafana.dashboards.values())
     writes = len(grafana.writes)
 
     second = CliRunner().invoke(cli, ["dashboards", "push", "--url", grafana.url])
     assert second.exit_code == 0, second.output
-    assert second.output.strip().endswith("0 change(s), 11 unchanged")
+    assert second.output.strip().endswith(f"0 change(s), {1 + 4 + len(RULE_UIDS)} unchanged")
     assert len(grafana.writes) == writes  # idempotent: nothing written again
 
-    grafana.rules["oxyfleet-low-flow"]["for"] = "30m"  # someone edited a rule in the UI
+    grafana.rules["oxyfleet-spool-filling"]["for"] = "30m"  # someone edited a rule in the UI
     third = CliRunner().invoke(cli, ["dashboards", "push", "--url", grafana.url])
-    assert "alert rule oxyfleet-low-flow: updated" in third.output
-    assert grafana.rules["oxyfleet-low-flow"]["for"] == "2m"
+    assert "alert rule oxyfleet-spool-filling: updated" in third.output
+    assert grafana.rules["oxyfleet-spool-filling"]["for"] == "0s"
 
 
 def test_push_with_datasource(grafana: Grafana, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,5 +261,5 @@ def test_push_from_the_installed_wheel(grafana: Grafana, installed_wheel: Path, 
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(grafana.dashboards) == 4 and len(grafana.rules) == 6
-    assert "0 change(s)" not in result.stdout
+    assert len(grafana.dashboards) == 4 and set(grafana.rules) == RULE_UIDS
+    assert f"{1 + 4 + len(RULE_UIDS)} change(s), 0 unchanged" in result.stdout

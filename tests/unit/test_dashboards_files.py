@@ -246,6 +246,11 @@ def test_one_alert_logic_units_from_the_engine_verdict_system_rules_in_grafana()
         )
         assert labels <= grouped, (uid, labels, grouped)  # every label an annotation uses exists
         assert group == ("oxyfleet-units" if uid.startswith("oxyfleet-unit-") else "oxyfleet-system")
+        if "__panelId__" in rule["annotations"]:  # the alert links to the unit's state timeline
+            detail = _board("unit-detail.json")
+            assert rule["annotations"]["__dashboardUid__"] == detail["uid"]
+            panel = next(p for p in detail["panels"] if str(p["id"]) == rule["annotations"]["__panelId__"])
+            assert panel["type"] == "state-timeline"
 
 
 def _start(tmp_path: Path, **env: str) -> tuple[set[str], str, str]:
