@@ -159,6 +159,7 @@ def test_api(engine, client) -> None:
 
 def test_uptime_csv(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
+    monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
     result = CliRunner().invoke(
         cli, ["uptime", "--since", "1h", "--format", "csv", "--hospital", "RS Umum Cempaka Raya"]
     )
@@ -245,6 +246,7 @@ def test_a_late_upload_is_reevaluated(
 
 def test_status_cli(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
+    monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
     monkeypatch.setenv("OXYFLEET_INVENTORY_FILE", str(engine.inventory_path))
     result = CliRunner().invoke(cli, ["status"])
     assert result.exit_code == 0, result.output
