@@ -16,6 +16,7 @@ JSON Schema and offline checks can leave it out.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Final, Literal
@@ -38,6 +39,7 @@ from devices.spec import UNIT_ID_PATTERN
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_READINGS",
+    "MAX_TS_MS",
     "PAYLOAD_MODELS",
     "ConcentratorReading",
     "DocsReading",
@@ -66,36 +68,96 @@ class TimeWindow:
     backfill_ms: int = 7 * 24 * 3600 * 1000
 
 
+# RFC 3339 §5.6 ``date-time``, exactly: ``T`` and ``Z`` in either case (the ABNF's strings are
+# case-insensitive), seconds required, any number of fraction digits, ``Z`` or a numeric offset. The ISO 8601
+# forms that ``datetime.fromisoformat`` also takes (week dates, basic format, hour-only, no zone) are not
+# RFC 3339, and a firmware maker should hear so before shipping them.
+_RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
+)
+# The last millisecond of year 9999: RFC 3339 has four-digit years, and InfluxDB's int64 nanoseconds end
+# in 2262 anyway, so a larger number is a broken clock or counter, not a time.
+MAX_TS_MS: Final = 253_402_300_799_999
+
+
+def _ts_not_rfc3339(value: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "ts_type",
+        "ts text is not RFC 3339 date-time (e.g. 2026-11-26T07:00:00Z or 2026-11-26T14:00:00.250+07:00): {value}",
+        {"value": repr(value[:64])},
+    )
+
+
+def _parse_rfc3339(value: str) -> int:
+    """Epoch milliseconds of an RFC 3339 ``date-time`` (fraction truncated to the millisecond)."""
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        if _RFC3339.fullmatch(value + "Z") is not None:
+            raise PydanticCustomError(
+                "ts_type", "ts text needs a zone (Z or +07:00): {value}", {"value": repr(value[:64])}
+            )
+        raise _ts_not_rfc3339(value)
+    # The pattern fixed the form; fromisoformat (C, ~0.6 µs) checks the ranges (2026-02-30, 24:00, +24:00).
+    leap = value[17:19] == "60"  # 23:59:60, a leap second: counted as the next second
+    text = value.upper()
+    if leap:
+        text = text[:17] + "59" + text[19:]
+    try:
+        if text[-3:-2] == ":" and text[-2:] > "59":  # fromisoformat reads +07:60 as +08:00
+            raise ValueError("offset minutes must be in 0..59")  # noqa: TRY301
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "ts_type",
+            "ts text is not a real date and time ({error}): {value}",
+            {"error": str(exc), "value": repr(value[:64])},
+        ) from None
+    seconds = moment.timestamp()
+    if seconds < 0:
+        raise PydanticCustomError(
+            "ts_type", "ts must not be before 1970: {value}", {"value": repr(value[:64])}
+        )
+    # Whole seconds and microseconds separately: seconds * 1000 as a float would turn .123 into 122.99...
+    return (int(seconds) + leap) * _MS_PER_S + moment.microsecond // 1000
+
+
 def _parse_ts(value: object) -> int:
     """Turn the wire forms of ``ts`` into epoch milliseconds, with a message a firmware maker can act on."""
     if isinstance(value, bool):
         raise PydanticCustomError("ts_type", "ts must be epoch milliseconds (integer) or RFC 3339 text")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            # Only a JSON number too large for a double gets here: NaN/Infinity literals are refused with
+            # the whole document (not JSON), so this is a range problem like 1e30.
+            raise PydanticCustomError(
+                "ts_range", "ts is far beyond year 9999 (got {value})", {"value": value}
+            )
+        if value > MAX_TS_MS:
+            raise PydanticCustomError(
+                "ts_range",
+                "ts is beyond year 9999 (epoch milliseconds at most {limit})",
+                {"limit": MAX_TS_MS},
+            )
+        if not value.is_integer():
+            raise PydanticCustomError(
+                "ts_type",
+                "ts must be whole epoch milliseconds; {value} has a fraction of a millisecond",
+                {"value": value},
+            )
+        value = int(value)  # 1795998878298.0: some JSON encoders write every number as a double
     if isinstance(value, int):
         if value < 0:
             raise PydanticCustomError("ts_type", "ts must not be negative")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise PydanticCustomError("finite_number", "ts must be a finite number")
-        raise PydanticCustomError(
-            "ts_type",
-            "ts must be an integer number of epoch milliseconds, not a fraction ({value})",
-            {"value": value},
-        )
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
+        if value > MAX_TS_MS:
             raise PydanticCustomError(
-                "ts_type",
-                "ts text is not RFC 3339 (e.g. 2026-11-26T07:00:00Z): {value}",
-                {"value": repr(value[:64])},
-            ) from None
-        if parsed.tzinfo is None:
-            raise PydanticCustomError(
-                "ts_type", "ts text needs a zone (Z or +07:00): {value}", {"value": repr(value[:64])}
+                "ts_range",
+                "ts is beyond year 9999 (epoch milliseconds at most {limit})",
+                {"limit": MAX_TS_MS},
             )
-        return int(parsed.timestamp() * _MS_PER_S)
+        return value
+    if isinstance(value, str):
+        return _parse_rfc3339(value)
     raise PydanticCustomError("ts_type", "ts must be epoch milliseconds (integer) or RFC 3339 text")
 
 
@@ -131,8 +193,18 @@ Timestamp = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
-                {"type": "string", "format": "date-time", "description": "RFC 3339 with zone"},
+                {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": MAX_TS_MS,
+                    "description": "epoch milliseconds (a whole number; 1764140400000.0 is accepted too)",
+                },
+                {
+                    "type": "string",
+                    "format": "date-time",
+                    "pattern": _RFC3339.pattern.join("^$"),
+                    "description": "RFC 3339 date-time with zone (T/Z in either case)",
+                },
             ],
             "description": "When the reading was taken, by the device's clock. At most 5 minutes ahead of the "
             "receiver and not older than the backfill window (7 days by default).",
