@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from core.settings import MqttSettings
 
-__all__ = ["FATAL_CONNACK", "connect_properties", "make_client", "probe_broker"]
+__all__ = ["FATAL_CONNACK", "connect_properties", "end_session", "make_client", "probe_broker"]
 
 # CONNACK reason codes (MQTT 5 numbering; paho maps 3.1.1 return codes onto them) that retrying cannot fix.
 FATAL_CONNACK: Final = {
@@ -102,6 +102,44 @@ def probe_broker(settings: MqttSettings, timeout: float = 5.0) -> str | None:
         if not done.wait(timeout):
             return f"no CONNACK from {settings.host}:{settings.port} within {timeout:g} s"
         return result.get("error")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def end_session(settings: MqttSettings, client_id: str, timeout: float = 5.0) -> bool:
+    """Make the broker forget ``client_id``'s persistent session (and anything queued in it).
+
+    A clean-start connection with that id replaces the stored session, and with session expiry 0
+    (MQTT 5) or clean session (3.1.1) nothing is kept when it disconnects. For throwaway clients such as
+    the demo's, which would otherwise leave a 7-day session (and, while no one reads it, queued
+    messages) on the broker. True when the broker acknowledged.
+    """
+    client = make_client(settings, client_id, persistent=False, manual_ack=False)
+    done = threading.Event()
+    ok: list[bool] = []
+
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        ok.append(not reason.is_failure)
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        if settings.protocol == "5":
+            client.connect(
+                settings.host,
+                settings.port,
+                keepalive=10,
+                clean_start=True,
+                properties=connect_properties(settings, persistent=False),
+            )
+        else:
+            client.connect(settings.host, settings.port, keepalive=10)
+    except (OSError, ValueError):
+        return False
+    client.loop_start()
+    try:
+        return done.wait(timeout) and all(ok)
     finally:
         client.disconnect()
         client.loop_stop()

@@ -12,12 +12,26 @@ stale, so this module is the single place configuration is documented.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from core.errors import ConfigError
 
@@ -46,10 +60,68 @@ def _read_secret(value: SecretStr | None, path: Path | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def _check_file(path: Path | None, name: str) -> None:
-    if path is not None and not path.is_file():
-        msg = f"{name}: file {path} does not exist or is not a file"
+class SettingError(ValueError):
+    """A rule between settings, blamed on the one to change.
+
+    :func:`load_settings` turns ``field`` into the variable's real name; a model validator's plain
+    ValueError would name only its section (``OXYFLEET_MQTT``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _existing_file(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "missing"
+        msg = f"file {path} is {what}; give the path of an existing, readable file"
         raise ValueError(msg)
+    if not os.access(path, os.R_OK):
+        msg = f"file {path} is not readable by this user (uid {os.getuid()}); fix its owner or mode"
+        raise ValueError(msg)
+    return path
+
+
+# A path that must name an existing file at startup (secrets, certificates, the inventory).
+ExistingFile = Annotated[Path | None, AfterValidator(_existing_file)]
+
+_HTTP_URL: Final = TypeAdapter(HttpUrl)
+
+
+def _http_url(value: str) -> str:
+    try:
+        _HTTP_URL.validate_python(value)
+    except ValidationError as exc:
+        msg = f"{value[:80]!r} is not an http(s) URL ({exc.errors()[0]['msg']})"
+        raise ValueError(msg) from None
+    return value
+
+
+def _json_list(value: object) -> object:
+    """Lists come from the environment as JSON text; say so when they are not, instead of a traceback.
+
+    pydantic-settings would try ``json.loads`` itself and raise a ``SettingsError`` naming only the
+    section; with ``NoDecode`` the text arrives here and the error carries the variable's name.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return []
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, list):
+        msg = f'must be a JSON list, e.g. ["https://hooks.example.org/oxyfleet"] (got {text[:80]!r})'
+        raise ValueError(msg)  # noqa: TRY004 - pydantic turns ValueError into a validation error
+    return parsed
+
+
+UrlList = Annotated[list[Annotated[str, AfterValidator(_http_url)]], NoDecode, BeforeValidator(_json_list)]
 
 
 class _Section(BaseModel):
@@ -70,13 +142,13 @@ class MqttSettings(_Section):
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version; 3.1.1 for old brokers.")
     username: str | None = Field(None, description="Broker user name.")
     password: SecretStr | None = Field(None, description="Broker password.")
-    password_file: Path | None = Field(
+    password_file: ExistingFile = Field(
         None, description="File holding the broker password (instead of PASSWORD)."
     )
     tls: bool = Field(default=False, description="Connect with TLS.")
-    ca_file: Path | None = Field(None, description="CA certificate bundle for TLS (system CAs when empty).")
-    cert_file: Path | None = Field(None, description="Client certificate for TLS client authentication.")
-    key_file: Path | None = Field(None, description="Client key for TLS client authentication.")
+    ca_file: ExistingFile = Field(None, description="CA certificate bundle for TLS (system CAs when empty).")
+    cert_file: ExistingFile = Field(None, description="Client certificate for TLS client authentication.")
+    key_file: ExistingFile = Field(None, description="Client key for TLS client authentication.")
     tls_insecure: bool = Field(default=False, description="Skip the broker host name check (testing only).")
     topic_prefix: str = Field(
         "oxygen",
@@ -107,12 +179,14 @@ class MqttSettings(_Section):
     reconnect_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
 
     @model_validator(mode="after")
-    def _files_exist(self) -> MqttSettings:
-        for name in ("password_file", "ca_file", "cert_file", "key_file"):
-            _check_file(getattr(self, name), name)
+    def _consistent(self) -> MqttSettings:
         if (self.cert_file is None) != (self.key_file is None):
-            msg = "cert_file and key_file must be set together"
-            raise ValueError(msg)
+            missing = "key_file" if self.key_file is None else "cert_file"
+            raise SettingError(
+                missing,
+                "a TLS client certificate needs its key: set OXYFLEET_MQTT__CERT_FILE and "
+                "OXYFLEET_MQTT__KEY_FILE together",
+            )
         return self
 
     def password_value(self) -> str | None:
@@ -137,9 +211,9 @@ class InfluxSettings(_Section):
     retention_policy: str | None = Field(None, description="v1 retention policy (server default when empty).")
     username: str | None = Field(None, description="v1 user (Basic auth).")
     password: SecretStr | None = Field(None, description="v1 password.")
-    password_file: Path | None = Field(None, description="File holding the v1 password.")
+    password_file: ExistingFile = Field(None, description="File holding the v1 password.")
     token: SecretStr | None = Field(None, description="API token (v2; also accepted by v1 on 2.x/3 Core).")
-    token_file: Path | None = Field(None, description="File holding the API token.")
+    token_file: ExistingFile = Field(None, description="File holding the API token.")
     org: str | None = Field(None, description="v2 organisation.")
     bucket: str | None = Field(None, description="v2 bucket (defaults to DATABASE).")
     create_database: bool = Field(
@@ -149,19 +223,21 @@ class InfluxSettings(_Section):
     timeout_s: float = Field(10.0, gt=0, description="HTTP timeout per request, seconds.")
     gzip: bool = Field(default=False, description="Compress write bodies.")
     verify_tls: bool = Field(default=True, description="Verify the server certificate for https URLs.")
-    ca_file: Path | None = Field(None, description="CA bundle for https URLs.")
+    ca_file: ExistingFile = Field(None, description="CA bundle for https URLs.")
 
     @model_validator(mode="after")
     def _consistent(self) -> InfluxSettings:
-        for name in ("password_file", "token_file", "ca_file"):
-            _check_file(getattr(self, name), name)
         if self.api == "v2":
             if self.token is None and self.token_file is None:
-                msg = "api=v2 needs TOKEN or TOKEN_FILE"
-                raise ValueError(msg)
+                raise SettingError(
+                    "token",
+                    "OXYFLEET_INFLUX__API=v2 needs an API token: set OXYFLEET_INFLUX__TOKEN or "
+                    "OXYFLEET_INFLUX__TOKEN_FILE (a file holding it)",
+                )
             if not self.org:
-                msg = "api=v2 needs ORG"
-                raise ValueError(msg)
+                raise SettingError(
+                    "org", "OXYFLEET_INFLUX__API=v2 needs the organisation name (e.g. oxyfleet)"
+                )
         return self
 
     def token_value(self) -> str | None:
@@ -254,9 +330,9 @@ class HealthSettings(_Section):
         default=True, description="Publish alerts to {ALERT_TOPIC_PREFIX}/{hospital}/{unit_id}."
     )
     alert_topic_prefix: str = Field("oxyfleet/alerts", min_length=1, description="Topic root of the alerts.")
-    webhooks: list[str] = Field(
+    webhooks: UrlList = Field(
         default_factory=list,
-        description='Webhook URLs the alerts are POSTed to, as JSON: ["https://..."].',
+        description='Webhook URLs the alerts are POSTed to, as a JSON list: ["https://..."].',
     )
     api_host: str = Field(
         "127.0.0.1", description="Address of the read-only HTTP API (0.0.0.0 in containers)."
@@ -286,7 +362,7 @@ class Settings(BaseSettings):
     payload: PayloadSettings = Field(default_factory=PayloadSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
-    inventory_file: Path | None = Field(
+    inventory_file: ExistingFile = Field(
         None,
         description="Fleet inventory CSV (units -> model, hospital, province tags); reloaded on change.",
     )
@@ -313,14 +389,36 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How often counters are written to oxyfleet_ingest."
     )
 
-    @model_validator(mode="after")
-    def _inventory_exists(self) -> Settings:
-        _check_file(self.inventory_file, "inventory_file")
-        return self
-
 
 def _env_name(path: tuple[str, ...]) -> str:
     return "OXYFLEET_" + "__".join(p.upper() for p in path)
+
+
+_SECTION_JSON: Final = re.compile(r'error parsing value for field "(\w+)"')
+
+
+def _describe_problem(err: Any, fields: dict[tuple[str, ...], Any]) -> str:  # noqa: ANN401 - pydantic's ErrorDetails
+    """One line: the variable's real name, what is wrong, and what belongs there."""
+    loc = list(err["loc"])
+    cause = err.get("ctx", {}).get("error")
+    if isinstance(cause, SettingError):
+        loc.append(cause.field)
+    path = tuple(str(p) for p in loc if isinstance(p, str))
+    items = [p for p in loc if isinstance(p, int)]
+    where = _env_name(path) if path else "OXYFLEET_*"
+    message = str(cause) if isinstance(cause, ValueError) else err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "not a setting oxyfleet knows (a typo? `oxyfleet env-example` lists them all)"
+    elif items:
+        message = f"item {items[0] + 1}: {message}"
+    info = fields.get(path)
+    secret = info is not None and info.annotation is not None and "SecretStr" in str(info.annotation)
+    shown = err.get("input")
+    if isinstance(shown, str) and not secret and shown not in message and not isinstance(cause, SettingError):
+        message += f" (got {shown[:80]!r})"
+    if info is not None and info.description:
+        message += f". Expected: {info.description}"
+    return f"  {where}: {message}"
 
 
 def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - passed through to pydantic
@@ -328,19 +426,28 @@ def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - passed throug
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            loc = tuple(str(p) for p in err["loc"])
-            where = _env_name(loc) if loc else "settings"
-            problems.append(f"  {where}: {err['msg']}")
+        fields = dict(_walk(Settings, sections=True))
+        problems = [_describe_problem(err, fields) for err in exc.errors(include_url=False)]
         raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from None
+    except SettingsError as exc:  # a whole section given as JSON that does not parse
+        match = _SECTION_JSON.search(str(exc))
+        name = _env_name((match.group(1),)) if match else "an OXYFLEET_* variable"
+        raise ConfigError(
+            f"invalid configuration:\n  {name}: is not valid JSON; set the section as a JSON object "
+            f"(e.g. {name}='{{\"port\": 1883}}'), or better one variable per setting "
+            f"(e.g. {name}__PORT=1883)"
+        ) from None
 
 
-def _walk(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+def _walk(
+    model: type[BaseModel], path: tuple[str, ...] = (), *, sections: bool = False
+) -> Iterator[tuple[tuple[str, ...], Any]]:
     for name, info in model.model_fields.items():
         sub = info.annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel):
-            yield from _walk(sub, (*path, name))
+            if sections:
+                yield (*path, name), info
+            yield from _walk(sub, (*path, name), sections=sections)
         else:
             yield (*path, name), info
 
@@ -352,6 +459,8 @@ def _shown(value: object) -> str:
         return "**********" if value.get_secret_value() else ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return json.dumps(value)
     return str(value)
 
 

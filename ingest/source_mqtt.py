@@ -42,6 +42,18 @@ __all__ = ["Inbox", "MqttSource"]
 log = structlog.get_logger("ingest.source")
 
 _PUBACK: Final = struct.Struct("!BBH")  # PUBACK, remaining length 2, packet id
+# DISCONNECT reason 142 (MQTT 5): another client connected with our client id and took the session.
+_SESSION_TAKEN_OVER: Final = 142
+# MQTT 3.1.1 has no reason on the wire: the broker just closes the older connection. A connection that
+# the broker drops this soon after CONNACK, this many times in a row, is most likely a twin with our id.
+_QUICK_DROP_S: Final = 5.0
+_QUICK_DROPS_SUSPECT: Final = 3
+_CONFLICT_LOG_EVERY_S: Final = 60.0
+_CLIENT_ID_HINT: Final = (
+    "another MQTT client uses the same client id (OXYFLEET_MQTT__CLIENT_ID={client_id}) and the broker "
+    "keeps only one of them connected: give each ingester its own OXYFLEET_MQTT__CLIENT_ID (several "
+    "ingesters share the load with the same OXYFLEET_MQTT__SHARED_GROUP)"
+)
 
 
 class Inbox:
@@ -100,7 +112,11 @@ class MqttSource:
         self.fatal: SourceAuthError | None = None
         self.reconnects = 0
         self.callback_errors = 0
+        self.client_id_conflicts = 0
         self._stopping = False
+        self._connected_at = 0.0
+        self._quick_drops = 0
+        self._conflict_logged_at = 0.0
 
     # --- paho callbacks (paho's network thread) -------------------------------------------------------
 
@@ -130,6 +146,7 @@ class MqttSource:
                 self._generation += 1
             if self._generation > 1:
                 self.reconnects += 1
+            self._connected_at = time.monotonic()
             self.connected.set()
             log.info(
                 "ingest.mqtt_connected",
@@ -153,12 +170,42 @@ class MqttSource:
     ) -> None:
         with self._ack_lock:
             self._generation += 1  # from now on, acks for messages of that connection are dropped
+        was_connected = self.connected.is_set()
         self.connected.clear()
         self.subscribed.clear()
         if self._stopping:
             log.info("ingest.mqtt_disconnected", reason=str(reason))
         elif self.fatal is None:
+            self._check_client_id_conflict(reason, was_connected=was_connected)
             log.warning("ingest.mqtt_disconnected", reason=str(reason))
+
+    def _check_client_id_conflict(self, reason: ReasonCode, *, was_connected: bool) -> None:
+        """Name a twin ingester as such: the broker's own words are only "Unspecified error" on 3.1.1."""
+        hint = _CLIENT_ID_HINT.format(client_id=self.settings.client_id)
+        if reason.value == _SESSION_TAKEN_OVER:
+            self._report_conflict(str(reason), hint)
+            return
+        if not was_connected:
+            return
+        if time.monotonic() - self._connected_at < _QUICK_DROP_S:
+            self._quick_drops += 1
+        else:
+            self._quick_drops = 0
+        if self._quick_drops >= _QUICK_DROPS_SUSPECT:
+            reason_text = (
+                f"{self._quick_drops} disconnects in a row, each within {_QUICK_DROP_S:g} s of connecting"
+            )
+            self._report_conflict(reason_text, "probably " + hint)
+
+    def _report_conflict(self, reason: str, hint: str) -> None:
+        """Count every conflict; log the first and then at most once a minute (they come every second)."""
+        self.client_id_conflicts += 1
+        now = time.monotonic()
+        if self.client_id_conflicts == 1 or now - self._conflict_logged_at >= _CONFLICT_LOG_EVERY_S:
+            self._conflict_logged_at = now
+            log.error(
+                "ingest.mqtt_client_id_conflict", reason=reason, hint=hint, conflicts=self.client_id_conflicts
+            )
 
     def _on_subscribe(
         self,

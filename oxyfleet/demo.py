@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from core.mqtt import end_session
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from fleetsim.faults import FaultKind
 from fleetsim.simulator import FleetPublisher, Simulator, units_from_inventory
@@ -37,6 +38,7 @@ DEMO_FAULTS = tuple(k for k in FaultKind if k is not FaultKind.CLOCK_SKEW)
 WINDOW_S = 300.0
 DEMO_SUSTAIN_S = 30.0
 DEMO_CYCLE_S = 5.0
+DEMO_SESSION_EXPIRY_S = 60
 
 
 def _table(reader: InfluxQL, since_ns: int, sim_since_ms: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -111,7 +113,11 @@ def run_demo(  # noqa: PLR0915 - the demo wires everything together, once
     # The table is the demo's output (rejections included); the ingester's warnings about the
     # deliberately malformed messages would only interleave with it. Errors still show.
     configure_logging("error", settings.log_format)
-    mqtt = settings.mqtt.model_copy(update={"client_id": f"{settings.mqtt.client_id}-demo"})
+    # The demo's session outlives a reconnect (60 s) but not the demo: nothing left on the broker for a
+    # week under a client id nobody will use again (the session is also ended explicitly at the end).
+    mqtt = settings.mqtt.model_copy(
+        update={"client_id": f"{settings.mqtt.client_id}-demo", "session_expiry_s": DEMO_SESSION_EXPIRY_S}
+    )
     inventory_path = settings.inventory_file or SAMPLE_INVENTORY
     influx = settings.influx
     if influx.api == "v1":
@@ -218,6 +224,7 @@ def run_demo(  # noqa: PLR0915 - the demo wires everything together, once
         time.sleep(settings.buffer.batch_age_s + 1.0)  # let the last batch land before the final count
         ingest_stop.set()
         ingest_thread.join(30)
+        end_session(mqtt, mqtt.client_id)
         health_stop.set()
         health_thread.join(30)
         workdir.cleanup()

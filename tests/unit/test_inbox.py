@@ -74,3 +74,54 @@ def test_a_batch_of_acks_is_one_write_of_exactly_the_pubacks_of_the_current_conn
     source.client = type("NoPrivateApi", (), {"ack": lambda _self, mid, _qos: acked.append(mid)})()
     assert source.ack(batch) == 2  # a client without the private method: the public per-message path
     assert acked == [1, 0x1234]
+
+
+def test_session_taken_over_is_named_as_a_client_id_conflict() -> None:
+    """MQTT 5 brokers that say why (EMQX, HiveMQ, newer Mosquitto) send DISCONNECT 142 to the older twin."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+    from structlog.testing import capture_logs
+
+    from core.settings import MqttSettings
+    from ingest.source_mqtt import MqttSource
+
+    source = MqttSource(MqttSettings(client_id="ingest-a"))
+    source.connected.set()
+    with capture_logs() as logs:
+        for _ in range(5):
+            source._on_disconnect(
+                source.client, None, None, ReasonCode(PacketTypes.DISCONNECT, identifier=142), None
+            )
+            source.connected.set()
+        source._on_disconnect(
+            source.client, None, None, ReasonCode(PacketTypes.DISCONNECT, identifier=0), None
+        )
+    conflicts = [e for e in logs if e["event"] == "ingest.mqtt_client_id_conflict"]
+    assert len(conflicts) == 1  # logged once, counted every time
+    assert source.client_id_conflicts == 5
+    assert "Session taken over" in conflicts[0]["reason"]
+    assert "OXYFLEET_MQTT__CLIENT_ID=ingest-a" in conflicts[0]["hint"]
+
+
+def test_a_lone_disconnect_long_after_connecting_is_not_a_conflict() -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+    from structlog.testing import capture_logs
+
+    from core.settings import MqttSettings
+    from ingest.source_mqtt import MqttSource
+
+    source = MqttSource(MqttSettings(client_id="ingest-a"))
+    unspecified = ReasonCode(PacketTypes.DISCONNECT, identifier=128)
+    with capture_logs() as logs:
+        for _ in range(4):
+            source.connected.set()
+            source._connected_at = time.monotonic() - 60  # each connection lived a minute: a flaky link
+            source._on_disconnect(source.client, None, None, unspecified, None)
+    assert not [e for e in logs if e["event"] == "ingest.mqtt_client_id_conflict"]
+    with capture_logs() as logs:
+        for _ in range(3):
+            source.connected.set()
+            source._connected_at = time.monotonic()  # dropped right after each CONNACK: a twin
+            source._on_disconnect(source.client, None, None, unspecified, None)
+    assert [e["event"] for e in logs].count("ingest.mqtt_client_id_conflict") == 1
