@@ -8,6 +8,10 @@ name nested fields clearly and warns when the directory is absent.
 
 ``.env.example`` is generated from these models (``oxyfleet env-example``) and a test fails when it is
 stale, so this module is the single place configuration is documented.
+
+Long module: every setting with its description, its validation and the way its errors name the
+variable live together, because ``.env.example``, ``check-config`` and every config error are generated
+from this one place; splitting the sections apart would scatter that single source.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner
 
-from oxyfleet.cli import cli
 from core.settings import load_settings
+from oxyfleet.cli import cli
 
 if TYPE_CHECKING:
     from pathlib import Path
