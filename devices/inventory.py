@@ -2,7 +2,9 @@
 
 A CSV file, because fleet lists arrive as spreadsheets (donor lists, hospital registers). One row per
 unit with the columns in :data:`COLUMNS`; lines starting with ``#`` are comments. Every problem in the
-file is reported at once with its line number, so a technician fixes the spreadsheet in one pass.
+file is reported at once with its line number, so a technician fixes the spreadsheet in one pass. The
+file may be saved the way spreadsheet programs save it in any locale (semicolons or tabs, Windows-1252 or
+UTF-8 with or without BOM, a title row above the header): :mod:`devices.csvfile` reads it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from devices.catalog import ModelSpec, load_catalog
+from devices.csvfile import TableError, decode, read_table
 from devices.spec import KINDS, UNIT_ID_RE
 
 if TYPE_CHECKING:
@@ -119,16 +122,12 @@ def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row chec
     """Parse and validate inventory CSV text; raise InventoryError listing every problem."""
     catalog = catalog if catalog is not None else load_catalog()
     today = today or date.today()  # noqa: DTZ011 - commissioning dates are calendar dates
-    # Comment lines become empty lines, so reader.line_num stays the line number a spreadsheet shows.
-    lines = [line if not line.lstrip().startswith("#") else "" for line in text.splitlines()]
-    reader = csv.reader(io.StringIO("\n".join(lines)))
+    try:  # delimiter, title rows, header names as spreadsheets save them (devices/csvfile.py)
+        table = read_table(text, name, COLUMNS)
+    except TableError as exc:
+        raise InventoryError(exc.problems) from None
     problems: list[str] = []
-    header: list[str] = []
-    for first in reader:
-        if first:
-            header = [h.strip() for h in first]
-            break
-    header_line = reader.line_num
+    header, header_line = table.header, table.header_line
     missing = [c for c in COLUMNS if c not in header]
     unknown = [c for c in header if c not in COLUMNS]
     if missing or unknown:
@@ -142,10 +141,9 @@ def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row chec
         )
     units: dict[str, Unit] = {}
     first_line: dict[str, int] = {}
-    for values in reader:
+    for line, values in table.rows:
         if not values or all(not v.strip() for v in values):
             continue
-        line = reader.line_num
         where = f"{name}:{line}"
         if len(values) != len(header):
             problems.append(f"{where}: {len(values)} fields, expected {len(header)}")
@@ -181,7 +179,7 @@ def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row chec
             commissioned = today
         raw_hours = (row.get("last_service_run_hours") or "").strip()
         try:
-            hours = float(raw_hours)
+            hours = float(_decimal_point(raw_hours))
             if not 0 <= hours <= 1_000_000:
                 problems.append(f"{where}: last_service_run_hours {raw_hours} is outside 0 to 1000000")
         except ValueError:
@@ -205,12 +203,19 @@ def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row chec
     return Inventory(units)
 
 
+def _decimal_point(number: str) -> str:
+    """``1234,5`` as spreadsheets in comma-decimal locales save it; a thousands separator is refused."""
+    return number.replace(",", ".") if number.count(",") == 1 and "." not in number else number
+
+
 def load_inventory(path: Path, catalog: dict[str, ModelSpec] | None = None) -> Inventory:
-    """Read and validate an inventory file."""
+    """Read and validate an inventory file, in any encoding and delimiter spreadsheets save (csvfile)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often save a BOM
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError([f"{path}: cannot read: {exc}"]) from exc
+        text, _encoding = decode(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise InventoryError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except TableError as exc:
+        raise InventoryError(exc.problems) from None
     inventory = parse_inventory(text, str(path), catalog)
     return Inventory(inventory.units, path)
 
