@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import base64
 import csv
+import grp
 import hashlib
 import io
 import os
+import pwd
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from devices.spec import topic_for
@@ -27,7 +30,15 @@ if TYPE_CHECKING:
 
     from devices.inventory import Unit
 
-__all__ = ["acl", "hash_password", "load_passwords", "password_file", "write_credentials"]
+__all__ = [
+    "BrokerFileAccess",
+    "CredentialsError",
+    "acl",
+    "hash_password",
+    "load_passwords",
+    "password_file",
+    "write_credentials",
+]
 
 _ITERATIONS: Final = 101
 
@@ -65,8 +76,81 @@ def load_passwords(path: Path) -> dict[str, str]:
         return {row["unit_id"]: row["password"] for row in csv.DictReader(f)}
 
 
-def write_credentials(units: Iterable[Unit], out: Path, prefix: str = "oxygen") -> tuple[int, int]:
-    """Write ``device-passwords.csv`` (0600), ``passwd`` and ``acl`` into ``out``; return (new, kept)."""
+@dataclass(frozen=True, slots=True)
+class BrokerFileAccess:
+    """Who may read the files the broker loads (``passwd``, ``acl``).
+
+    Mosquitto 2 drops privileges to its own user (``mosquitto`` in Debian's package and the official
+    image) and reads these files again on every reload (SIGHUP), so a 0600 file owned by whoever ran
+    this command is unreadable to it. Give it to the broker's user (``owner``), or to its group with
+    mode 0640; other users never get access (Mosquitto 2.0.15+ refuses world-readable password files).
+    """
+
+    owner: str | None = None
+    group: str | None = None
+    mode: int = 0o600
+
+    def __post_init__(self) -> None:
+        if self.mode & 0o007:
+            msg = f"mode {self.mode:04o} lets every user of the machine read the broker's password hashes; use 0600 or 0640"
+            raise CredentialsError(msg)
+        if self.mode & ~0o770 or not self.mode & 0o400:
+            msg = f"mode {self.mode:04o} must give the owner read access and nothing beyond rwx for owner and group (e.g. 0600, 0640)"
+            raise CredentialsError(msg)
+        if self.owner is not None:
+            try:
+                pwd.getpwnam(self.owner)
+            except KeyError:
+                msg = f"no user {self.owner!r} on this machine (Mosquitto's is usually 'mosquitto')"
+                raise CredentialsError(msg) from None
+        if self.group is not None:
+            try:
+                grp.getgrnam(self.group)
+            except KeyError:
+                msg = f"no group {self.group!r} on this machine (Mosquitto's is usually 'mosquitto')"
+                raise CredentialsError(msg) from None
+
+
+class CredentialsError(ValueError):
+    """The credential files cannot be written as asked (unknown user, unsafe mode, not permitted)."""
+
+
+def _write_private(path: Path, text: str, mode: int, access: BrokerFileAccess | None = None) -> None:
+    """Write ``text`` so that no one sees a partial file or a moment of wider permissions.
+
+    A temporary file in the same directory gets its mode (and owner) before the content, then replaces
+    the old file in one rename: Mosquitto reloading meanwhile reads the old file or the new one.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if access is not None and (access.owner is not None or access.group is not None):
+                uid = pwd.getpwnam(access.owner).pw_uid if access.owner is not None else -1
+                gid = grp.getgrnam(access.group).gr_gid if access.group is not None else -1
+                try:
+                    os.chown(tmp, uid, gid)
+                except PermissionError:
+                    msg = f"cannot give {path.name} to {access.owner or ''}:{access.group or ''}: only root may change a file's owner (run with sudo)"
+                    raise CredentialsError(msg) from None
+            os.chmod(tmp, mode)  # noqa: PTH101 - the mode is set whatever the umask
+            f.write(text)
+        os.replace(tmp, path)  # noqa: PTH105
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_credentials(
+    units: Iterable[Unit], out: Path, prefix: str = "oxygen", access: BrokerFileAccess | None = None
+) -> tuple[int, int]:
+    """Write ``device-passwords.csv`` (0600), ``passwd`` and ``acl`` into ``out``; return (new, kept).
+
+    ``access`` sets the owner, group and mode of ``passwd`` and ``acl`` (default: 0600, the caller's),
+    so that the broker can read them; ``device-passwords.csv`` (the plain passwords) stays the caller's,
+    0600.
+    """
+    access = access or BrokerFileAccess()
     units = list(units)
     out.mkdir(parents=True, exist_ok=True)
     plain = out / "device-passwords.csv"
@@ -76,14 +160,8 @@ def write_credentials(units: Iterable[Unit], out: Path, prefix: str = "oxygen") 
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["unit_id", "password"])
     writer.writerows(sorted(passwords.items()))
-    fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text.getvalue())
-    os.chmod(plain, 0o600)  # also when the file existed with wider permissions  # noqa: PTH101
-    hashed = out / "passwd"
-    fd = os.open(hashed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(password_file(passwords))
-    (out / "acl").write_text(acl(units, prefix), encoding="utf-8")
+    _write_private(plain, text.getvalue(), 0o600)
+    _write_private(out / "passwd", password_file(passwords), access.mode, access)
+    _write_private(out / "acl", acl(units, prefix), access.mode, access)
     kept = sum(1 for u in units if u.unit_id in known)
     return len(units) - kept, kept

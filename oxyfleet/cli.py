@@ -433,18 +433,43 @@ def devices_check(file: Path) -> None:
     required=True,
     help="Directory for device-passwords.csv (secret, 0600), passwd and acl.",
 )
-def devices_credentials(file: Path | None, out: Path) -> None:
-    """Per-device broker passwords and the Mosquitto ACL: each unit may publish only its own topics."""
-    from devices.credentials import write_credentials  # noqa: PLC0415
+@click.option("--owner", help="Owner of passwd and acl: the broker's user, e.g. mosquitto (needs root).")
+@click.option("--group", help="Group of passwd and acl, e.g. mosquitto with --mode 0640 (needs root).")
+@click.option(
+    "--mode",
+    default="0600",
+    show_default=True,
+    help="Permissions of passwd and acl, octal; 0600 or 0640 (never readable by other users).",
+)
+def devices_credentials(
+    file: Path | None, out: Path, owner: str | None, group: str | None, mode: str
+) -> None:
+    """Per-device broker passwords and the Mosquitto ACL: each unit may publish only its own topics.
+
+    Mosquitto runs as its own user and must be able to read passwd and acl: e.g. --owner mosquitto
+    (mode 0600), or --group mosquitto --mode 0640.
+    """
+    from devices.credentials import BrokerFileAccess, CredentialsError, write_credentials  # noqa: PLC0415
     from devices.inventory import InventoryError, load_inventory  # noqa: PLC0415
 
+    try:
+        access = BrokerFileAccess(owner, group, int(mode, 8))
+    except ValueError as exc:  # CredentialsError too
+        detail = str(exc) if isinstance(exc, CredentialsError) else f"{mode!r} is not an octal mode like 0640"
+        raise click.BadParameter(detail, param_hint="--owner/--group/--mode") from None
     try:
         inventory = load_inventory(_inventory_path(file))
     except InventoryError as exc:
         _fail(f"inventory has problems:\n{exc}", EXIT_FAILED)
-    new, kept = write_credentials(inventory.units.values(), out, _settings().mqtt.topic_prefix)
+    try:
+        new, kept = write_credentials(inventory.units.values(), out, _settings().mqtt.topic_prefix, access)
+    except CredentialsError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_FAILED)
+    who = f" (owner {owner or 'unchanged'}, group {group or 'unchanged'}, mode {access.mode:04o})"
     click.echo(
-        f"{out}: passwd and acl for {new + kept} units ({new} new passwords, {kept} kept); "
+        f"{out}: passwd and acl for {new + kept} units ({new} new passwords, {kept} kept){who}; "
         f"hand each unit its line of device-passwords.csv and keep that file secret"
     )
 
