@@ -13,7 +13,7 @@ import structlog
 
 from core.errors import ConfigError
 from core.mqtt import connect_properties, make_client
-from devices.inventory import SAMPLE_INVENTORY, InventoryError
+from devices.inventory import SAMPLE_INVENTORY, InventoryError, load_inventory
 from health.alerts import Alerter
 from health.engine import HealthEngine
 from store.reader import InfluxQL
@@ -53,6 +53,10 @@ def build_engine(settings: Settings, *, writing: bool) -> HealthEngine:
         ConfigError: the inventory has problems (the message names ``OXYFLEET_INVENTORY_FILE``).
     """
     inventory = settings.inventory_file or SAMPLE_INVENTORY
+    try:  # a configuration error, found before anything touches the database
+        load_inventory(inventory)
+    except InventoryError as exc:
+        raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc
     sink = None
     if writing:
         transport = make_transport(settings.influx)

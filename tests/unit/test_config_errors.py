@@ -159,3 +159,28 @@ def test_webhooks_not_json_in_a_real_process(tmp_path: Path) -> None:
     assert "OXYFLEET_HEALTH__WEBHOOKS: must be a JSON list" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.splitlines()) <= 3
+
+
+@pytest.mark.parametrize("command", [["run"], ["health", "--once"]])
+@pytest.mark.parametrize(
+    ("raw", "hint"),
+    [
+        (b"PK\x03\x04 a workbook", "is an Excel/LibreOffice workbook (.xlsx/.ods), not CSV"),
+        (b"No;Nama RS;Kabupaten\r\n1;RSUD Kupang;Kota Kupang\r\n", "This looks like another export"),
+    ],
+    ids=["xlsx", "wrong-export"],
+)
+def test_an_unreadable_inventory_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str], raw: bytes, hint: str
+) -> None:
+    inventory = tmp_path / "inventaris.csv"
+    inventory.write_bytes(raw)
+    monkeypatch.setenv("OXYFLEET_INVENTORY_FILE", str(inventory))
+    monkeypatch.setenv("OXYFLEET_METRICS_PORT", "0")
+    # Nothing listens there: the inventory must be refused before anything connects anywhere.
+    monkeypatch.setenv("OXYFLEET_INFLUX__URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("OXYFLEET_MQTT__PORT", "9")
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert "OXYFLEET_INVENTORY_FILE: the inventory has problems" in result.output
+    assert hint in result.output
