@@ -99,13 +99,15 @@ def _parse_rfc3339(value: str) -> int:
             )
         raise _ts_not_rfc3339(value)
     # The pattern fixed the form; fromisoformat (C, ~0.6 µs) checks the ranges (2026-02-30, 24:00, +24:00).
+    if value[-3] == ":" and value[-2:] > "59":  # fromisoformat reads +07:60 as +08:00
+        raise PydanticCustomError(
+            "ts_type", "ts text has an offset beyond 59 minutes: {value}", {"value": repr(value[:64])}
+        )
     leap = value[17:19] == "60"  # 23:59:60, a leap second: counted as the next second
-    text = value.upper()
+    text = value.upper() if leap or value[10] == "t" or value[-1] == "z" else value
     if leap:
         text = text[:17] + "59" + text[19:]
     try:
-        if text[-3:-2] == ":" and text[-2:] > "59":  # fromisoformat reads +07:60 as +08:00
-            raise ValueError("offset minutes must be in 0..59")  # noqa: TRY301
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise PydanticCustomError(
@@ -122,42 +124,43 @@ def _parse_rfc3339(value: str) -> int:
     return (int(seconds) + leap) * _MS_PER_S + moment.microsecond // 1000
 
 
+def _beyond_9999() -> PydanticCustomError:
+    return PydanticCustomError(
+        "ts_range", "ts is beyond year 9999 (epoch milliseconds at most {limit})", {"limit": MAX_TS_MS}
+    )
+
+
+def _float_ts(value: float) -> int:
+    """``1795998878298.0`` as some JSON encoders write every number; a fraction of a millisecond is refused."""
+    if not math.isfinite(value):
+        # Only a JSON number too large for a double gets here: NaN/Infinity literals are refused with the
+        # whole document (not JSON), so this is a range problem like 1e30.
+        raise PydanticCustomError("ts_range", "ts is far beyond year 9999 (got {value})", {"value": value})
+    if value > MAX_TS_MS:
+        raise _beyond_9999()
+    if not value.is_integer():
+        raise PydanticCustomError(
+            "ts_type",
+            "ts must be whole epoch milliseconds; {value} has a fraction of a millisecond",
+            {"value": value},
+        )
+    return int(value)
+
+
 def _parse_ts(value: object) -> int:
     """Turn the wire forms of ``ts`` into epoch milliseconds, with a message a firmware maker can act on."""
-    if isinstance(value, bool):
-        raise PydanticCustomError("ts_type", "ts must be epoch milliseconds (integer) or RFC 3339 text")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            # Only a JSON number too large for a double gets here: NaN/Infinity literals are refused with
-            # the whole document (not JSON), so this is a range problem like 1e30.
-            raise PydanticCustomError(
-                "ts_range", "ts is far beyond year 9999 (got {value})", {"value": value}
-            )
-        if value > MAX_TS_MS:
-            raise PydanticCustomError(
-                "ts_range",
-                "ts is beyond year 9999 (epoch milliseconds at most {limit})",
-                {"limit": MAX_TS_MS},
-            )
-        if not value.is_integer():
-            raise PydanticCustomError(
-                "ts_type",
-                "ts must be whole epoch milliseconds; {value} has a fraction of a millisecond",
-                {"value": value},
-            )
-        value = int(value)  # 1795998878298.0: some JSON encoders write every number as a double
-    if isinstance(value, int):
+    if type(value) is int and 0 <= value <= MAX_TS_MS:  # the common case first: once per reading
+        return value
+    if type(value) is str:
+        return _parse_rfc3339(value)
+    if type(value) is float:
+        value = _float_ts(value)
+    if type(value) is int:  # not bool: true is no time
         if value < 0:
             raise PydanticCustomError("ts_type", "ts must not be negative")
         if value > MAX_TS_MS:
-            raise PydanticCustomError(
-                "ts_range",
-                "ts is beyond year 9999 (epoch milliseconds at most {limit})",
-                {"limit": MAX_TS_MS},
-            )
+            raise _beyond_9999()
         return value
-    if isinstance(value, str):
-        return _parse_rfc3339(value)
     raise PydanticCustomError("ts_type", "ts must be epoch milliseconds (integer) or RFC 3339 text")
 
 

@@ -73,27 +73,42 @@ def _count_names(value: object) -> tuple[int, int]:
     return names, colons
 
 
-def _may_repeat_names(payload: bytes, data: object) -> bool:
+def _may_repeat_names(payload: bytes, data: object) -> bool:  # noqa: PLR0911 - one exit per proof
     """Whether the document might repeat a name in an object; False is certain, True needs a closer look.
 
     pydantic-core's parser keeps the last value of a repeated name silently. Each member needs a colon
     outside strings, so when the payload holds no more colons than the parsed document has names (after
     taking away the colons its strings hold, when no escape can hide one), no name was merged away. For a
-    flat reading this costs two ``bytes.count`` calls (~0.2 µs), against ~10 µs for re-parsing every
-    message with ``json.loads(object_pairs_hook=...)``.
+    reading this costs one ``bytes.count`` (~0.1 µs), against ~10 µs for re-parsing every message with
+    ``json.loads(object_pairs_hook=...)``.
     """
     colons = payload.count(b":")
-    if type(data) is dict and payload.count(b"{") == 1:  # one flat object: the common reading
+    if type(data) is dict:
+        # len(data) <= names in the whole document <= members in the text <= colons, so equality of the
+        # two ends proves there is no repeat, nested objects or not. RFC 3339 text holds two colons,
+        # which are inside a string when no escape (a backslash) can have written them differently.
         names = len(data)
         if colons == names:
             return False
-        ts = data.get("ts")  # RFC 3339 text holds two colons
+        ts = data.get("ts")
         if type(ts) is str and colons - ts.count(":") == names and b"\\" not in payload:
             return False
-    else:
-        names, in_strings = _count_names(data)
-        if colons == names or (colons - in_strings == names and b"\\" not in payload):
-            return False
+        readings = data.get("readings")
+        if type(readings) is list and names == 1 and payload.count(b"{") == len(readings) + 1:
+            # A batch of flat readings (every brace is accounted for): its names counted in C, not
+            # walked in Python (the walk cost ~1 µs a reading, a sixth of decoding it).
+            if not all(type(r) is dict for r in readings):
+                return True
+            names = 1 + sum(map(len, readings))
+            if colons == names:
+                return False
+            in_ts = sum(t.count(":") for r in readings if type(t := r.get("ts")) is str)
+            return not (colons - in_ts == names and b"\\" not in payload) and (
+                len(_NAME_END.findall(payload)) != names
+            )
+    names, in_strings = _count_names(data)
+    if colons == names or (colons - in_strings == names and b"\\" not in payload):
+        return False
     return len(_NAME_END.findall(payload)) != names
 
 

@@ -206,3 +206,24 @@ def test_numbers_too_large_for_their_field_are_out_of_range_however_written(fiel
 def test_ts_beyond_year_9999_is_out_of_range(number: float) -> None:
     text = f'{{"ts": {number if math.isfinite(number) else "1e400"}, "flow_lpm": 5}}'
     assert decode(text) == ([], [Reason.OUT_OF_RANGE]), text
+
+
+@BUDGET
+@given(
+    count=st.integers(min_value=1, max_value=20),
+    repeat_at=st.one_of(st.none(), st.integers(min_value=0, max_value=19)),
+    rfc3339=st.booleans(),
+    sep=st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")]),
+)
+def test_a_repeated_name_in_any_reading_of_a_batch_is_refused(
+    count: int, repeat_at: int | None, rfc3339: bool, sep: tuple[str, str]
+) -> None:
+    readings = []
+    for i in range(count):
+        ts: object = f"2025-11-26T06:{i:02d}:00Z" if rfc3339 else NOW_MS - i * 60_000
+        text = json.dumps({"ts": ts, "flow_lpm": 5.0, "alarms": []}, separators=sep)
+        if i == repeat_at:
+            text = text[:-1] + sep[0] + json.dumps("flow_lpm") + sep[1] + "0.0}"
+        readings.append(text)
+    _, reasons = decode('{"readings": [' + ",".join(readings) + "]}")
+    assert (Reason.DUPLICATE_KEY in reasons) == (repeat_at is not None and repeat_at < count)
