@@ -17,7 +17,9 @@ accented capital (0xC2-0xDF) is followed by a punctuation byte 0x80-0xBF (``É``
 and is read as such; one ordinary accented letter anywhere in the file (``é`` before a space) rules it out.
 
 Delimiters: :class:`csv.Sniffer` (restricted to comma, semicolon, tab and bar) proposes; the known column
-names decide, so a file whose first data line happens to hold more semicolons than commas is not misread.
+names decide, so a file whose first data line happens to hold more semicolons than commas is not misread
+(and for a file without them, the one that gives most lines the same number of cells, so that the hint
+about a wrong export shows its columns).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import contextlib
 import csv
 import io
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -151,13 +154,14 @@ def _choose_delimiter(lines: list[str], columns: Collection[str]) -> str:
     with contextlib.suppress(csv.Error):
         candidates.insert(0, csv.Sniffer().sniff("\n".join(content), delimiters=DELIMITERS).delimiter)
 
-    def score(delimiter: str) -> int:
+    def score(delimiter: str) -> tuple[int, int]:
+        """Known column names in the best line, then how many lines agree on a width above one cell."""
         try:
-            return max(
-                (_known(row, columns) for row in _parse(content[:HEADER_SEARCH_LINES], delimiter)), default=0
-            )
+            rows = list(_parse(content[:HEADER_SEARCH_LINES], delimiter))
         except csv.Error:
-            return 0
+            return 0, 0
+        widths = Counter(len(row) for row in rows if len(row) > 1)
+        return max((_known(row, columns) for row in rows), default=0), max(widths.values(), default=0)
 
     return max(candidates, key=score)  # the first best: the sniffer's choice wins ties
 
@@ -224,8 +228,9 @@ def _no_header(
     wanted = ",".join(columns)
     if not before:
         return f"{name}: the file is empty; it needs a header row ({wanted}) and one row per unit"
-    line, first = before[0]
     one_column = all(len(cells) == 1 for _, cells in before)
+    # Describe the first row with several cells: a title above another export says nothing.
+    line, first = next(((n, cells) for n, cells in before if len(cells) > 1), before[0])
     if one_column and any(d in first[0] for d in DELIMITERS):
         return (
             f"{name}:{line}: everything is in one column (each line is one quoted cell); the sheet was "

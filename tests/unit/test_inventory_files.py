@@ -217,3 +217,13 @@ def test_inventory_error_lists_every_problem_not_only_the_first() -> None:
     with pytest.raises(InventoryError) as info:
         parse_inventory(text, "f.csv", today=date(2026, 1, 1))
     assert [p.split(":")[1] for p in info.value.problems] == ["2", "2", "3"]
+
+
+def test_the_hint_describes_the_export_below_its_title(tmp_path: Path) -> None:
+    text = (
+        "Rekap Distribusi Oksigen, Agustus 2021\r\nTanggal;Penerima;Jumlah\r\n2021-08-01;RSUD Kupang;20\r\n"
+    )
+    code, output = check(tmp_path, text.encode("cp1252"))
+    assert code == 1
+    assert "inventory.csv:2: no header row" in output
+    assert "'Tanggal', 'Penerima', 'Jumlah'" in output
