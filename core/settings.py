@@ -356,6 +356,10 @@ class Settings(BaseSettings):
         env_prefix="OXYFLEET_",
         env_nested_delimiter="__",
         env_file=".env",
+        # The .env in a working directory is often shared with docker compose, whose own variables
+        # (INFLUXDB_..., GRAFANA_...) are not ours: read only OXYFLEET_ keys from it, and still refuse an
+        # unknown OXYFLEET_ key there, which is a typo that would otherwise be silently ignored.
+        dotenv_filtering="match_prefix",
         extra="forbid",
         frozen=True,
     )

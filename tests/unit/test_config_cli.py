@@ -150,3 +150,33 @@ def test_every_variable_round_trips_through_the_environment(monkeypatch: pytest.
         if value:
             monkeypatch.setenv(key, value)
     assert load_settings(_env_file=None) == defaults
+
+
+def _readme_dotenv() -> str:
+    """The ```dotenv block of the README's Docker section: the .env an operator copies."""
+    text = (ROOT / "README.md").read_text()
+    return text.split("```dotenv\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_cli_runs_with_the_readmes_docker_env_in_the_working_directory(tmp_path: Path) -> None:
+    """Compose and the CLI share one .env: compose's own keys are not the CLI's business (issue 15)."""
+    import shutil
+    import subprocess
+    import sys
+
+    oxyfleet = shutil.which("oxyfleet", path=str(Path(sys.executable).parent)) or "oxyfleet"
+    (tmp_path / "devices").mkdir()
+    shutil.copy(ROOT / "devices" / "inventory.csv", tmp_path / "devices" / "inventory.csv")
+    # The README's .env, plus a compose-only secret an older README put there.
+    env_file = _readme_dotenv() + "INFLUXDB_TOKEN=abc\nMQTT_INGEST_PASSWORD=def\n"
+    (tmp_path / ".env").write_text(env_file)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
+    done = subprocess.run([oxyfleet, "check-config"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "OXYFLEET_INVENTORY_FILE=devices/inventory.csv" in done.stdout  # its OXYFLEET_ keys are read
+    assert "OXYFLEET_HEALTH__WEBHOOKS=[]" in done.stdout
+    # A misspelt oxyfleet key in the same file is still an error naming it.
+    (tmp_path / ".env").write_text(env_file + "OXYFLEET_MQTT__PORTT=8883\n")
+    done = subprocess.run([oxyfleet, "check-config"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "OXYFLEET_MQTT__PORTT" in done.stderr and "INFLUXDB_TOKEN" not in done.stderr

@@ -1,0 +1,171 @@
+"""Disk sizing: one simulated day of a fleet sample written into a real InfluxDB 1.x, measured with du.
+
+Why measured and not computed: TSM compresses each series' timestamps and values (delta, Gorilla, RLE),
+so bytes per point depend on how the readings vary, how many series there are and how full compaction
+packs them. Nothing but a real store tells that.
+
+Method: the sample inventory's units (or ``--units`` of them) run through the fleet simulator for one
+simulated day (faults included, no malformed messages), every payload goes through the ingester's own
+decoder and line builder, and the lines are written in 5,000-line batches to a fresh database of an
+``influxd`` this script starts in a temporary directory (on a free loopback port) with short cold
+durations, so the cache is snapshotted and the shard fully compacted within a minute instead of the
+default 10 minutes / 4 hours. When the TSM files stop changing, ``du`` of the database's data and WAL
+directories gives the bytes per stored point, which is extrapolated to fleets reporting every 10 s.
+
+Usage: .venv/bin/python bench/sizing.py [--units 252] [--settle 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from devices.inventory import SAMPLE_INVENTORY, load_inventory
+from devices.simulator import Simulator, units_from_inventory
+from ingest.decode import Decoder, Inbound
+from ingest.inventory_tags import InventoryTags
+from ingest.lineproto import LineBuilder
+from ingest.query_influx import InfluxQL
+from ingest.sink_influx import InfluxSink, V1Transport
+
+DAY_S = 86_400
+FLEETS = (2_000, 20_000, 100_000)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _du(path: Path) -> int:
+    """Bytes on disk (``du -sb`` would count apparent size; blocks are what fills a disk)."""
+    out = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0]) * 1024
+
+
+def _start_influxd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port, rpc = _free_port(), _free_port()
+    conf = root / "influxdb.conf"
+    conf.write_text(
+        f"""reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{root}/meta"
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "5s"
+  compact-full-write-cold-duration = "15s"
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+"""
+    )
+    proc = subprocess.Popen(
+        [shutil.which("influxd") or "/usr/bin/influxd", "run", "-config", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=(root / "influxd.log").open("wb"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=1):
+                return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit("influxd did not start; see its log")
+
+
+class _Writer:
+    """Decodes each simulated message as the ingester would and writes its lines in 5,000-line batches."""
+
+    def __init__(self, sink: InfluxSink, tags: InventoryTags) -> None:
+        self.sink = sink
+        self.decoder = Decoder()
+        self.builder = LineBuilder(tags)
+        self.lines: list[str] = []
+        self.points = 0
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        decoded = self.decoder.decode(Inbound(topic, payload, time.time_ns(), 1, retain))
+        self.lines.extend(self.builder.telemetry(r) for r in decoded.readings)
+        if len(self.lines) >= 5000:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            self.sink.write(self.lines)
+            self.points += len(self.lines)
+            self.lines = []
+
+
+def main() -> None:
+    """Write the day, wait for compaction, print bytes per point and the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--units", type=int, default=252, help="units of the sample inventory to simulate")
+    parser.add_argument("--settle", type=float, default=120.0, help="most seconds to wait for compaction")
+    args = parser.parse_args()
+    inventory = load_inventory(SAMPLE_INVENTORY)
+    units = units_from_inventory(inventory, args.units, random.Random(7))
+    with tempfile.TemporaryDirectory(prefix="oxyfleet-sizing-") as tmp:
+        root = Path(tmp)
+        proc, url = _start_influxd(root)
+        try:
+            db = "sizing"
+            InfluxQL(url, db).execute(f'CREATE DATABASE "{db}"')
+            writer = _Writer(InfluxSink(V1Transport(url, db, timeout_s=120)), InventoryTags(SAMPLE_INVENTORY))
+            sim = Simulator(units, writer, duration_s=DAY_S / 1000, speed=1000, malformed_share=0.0, seed=7)
+            began = time.perf_counter()
+            sim.run(realtime=False)
+            writer.flush()
+            write_s = time.perf_counter() - began
+            data, wal = root / "data" / db, root / "wal" / db
+            raw = _du(data) + _du(wal)
+            last, stable_since, deadline = -1, time.monotonic(), time.monotonic() + args.settle
+            while time.monotonic() < deadline:  # until WAL empty and TSM files unchanged for 20 s
+                tsm = sorted((p.name, p.stat().st_size) for p in data.rglob("*.tsm"))
+                size = hash(tuple(tsm))
+                if size != last:
+                    last, stable_since = size, time.monotonic()
+                elif not any(wal.rglob("*.wal*")) or _du(wal) <= 16 * 1024:
+                    if time.monotonic() - stable_since > 20:
+                        break
+                time.sleep(2)
+            on_disk = _du(data) + _du(wal)
+            tsm_files = len(list(data.rglob("*.tsm")))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    per_point = on_disk / writer.points
+    per_unit_day = writer.points / len(units)
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, influxd 1.x at {url}")
+    print(
+        f"{len(units)} units, one simulated day: {writer.points:,} points ({per_unit_day:,.0f}/unit/day) "
+        f"written in {write_s:.0f} s"
+    )
+    print(f"on disk right after writing (WAL + cache snapshots): {raw / 1e6:.1f} MB")
+    print(f"after compaction ({tsm_files} TSM files): {on_disk / 1e6:.1f} MB = {per_point:.2f} bytes/point")
+    print("| units | points/day (10 s) | disk/day | disk/90 days |")
+    print("|---|---|---|---|")
+    for n in FLEETS:
+        points = n * DAY_S // 10
+        day = points * per_point
+        print(f"| {n:,} | {points / 1e6:,.1f} M | {day / 1e9:.2f} GB | {day * 90 / 1e9:,.0f} GB |")
+
+
+if __name__ == "__main__":
+    main()
