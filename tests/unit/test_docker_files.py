@@ -1,0 +1,227 @@
+"""The Docker deployment, checked statically (no Docker engine runs where the tests run).
+
+docker-compose.yml is validated against the Compose specification's JSON Schema with check-jsonschema,
+as an operator's CI would; every host path it mounts must exist in the repository or be one the docs
+tell the operator to make; every variable it interpolates is documented; the image installs exactly the
+locked dependencies and its build context keeps the packages and drops secrets.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+SCHEMA = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
+LOCK = ROOT / "docker" / "requirements.lock"
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+# Host paths the operator provides (made by commands in README "With Docker" / docs/operations.md).
+OPERATOR_PROVIDED = ("./secrets/mqtt", "./secrets/certs")
+
+
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def check_jsonschema(document: Path) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or "check-jsonschema"
+    return subprocess.run(
+        [exe, "--schemafile", str(SCHEMA), str(document)], capture_output=True, text=True, check=False
+    )
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    done = check_jsonschema(COMPOSE)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_schema_check_catches_a_wrong_compose_file(tmp_path: Path) -> None:
+    data = compose()
+    data["services"]["ingester"]["healthcheck"]["intervall"] = "5s"  # a typo the schema must refuse
+    data["services"]["mosquitto"]["cap_drop"] = "ALL"  # a string where a list is required
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(yaml.safe_dump(data))
+    done = check_jsonschema(broken)
+    assert done.returncode == 1
+    assert "intervall" in done.stdout and "cap_drop" in done.stdout
+
+
+def _host_path(source: str) -> str:
+    """``${VAR:-./default}`` -> ``./default`` (what is mounted unless the operator says otherwise)."""
+    match = re.fullmatch(r"\$\{[A-Z0-9_]+:-([^}]+)\}", source)
+    return match.group(1) if match else source
+
+
+def test_every_mounted_host_path_exists_or_is_documented_as_operator_provided() -> None:
+    data = compose()
+    docs = OPERATIONS.read_text() + (ROOT / "README.md").read_text()
+    seen: set[str] = set()
+    for name, service in data["services"].items():
+        for volume in service.get("volumes", []):
+            source = re.match(r"(\$\{[^}]*\}|[^:]+):", volume).group(1)  # type: ignore[union-attr]
+            if not source.startswith(("./", "${")):
+                assert volume.split(":", 1)[0] in data["volumes"], f"{name}: undeclared volume {volume}"
+                continue
+            path = _host_path(source)
+            assert path.startswith("./"), f"{name}: {volume} must be relative to the compose file"
+            seen.add(path)
+            if path in OPERATOR_PROVIDED:
+                assert path.removeprefix("./") in docs, f"{path} is not explained in the docs"
+            else:
+                assert (ROOT / path).exists(), f"{name}: {path} does not exist"
+    assert set(OPERATOR_PROVIDED) <= seen
+    for secret, spec in data["secrets"].items():
+        assert spec["file"] == f"./secrets/{secret}"
+        assert secret in (ROOT / "README.md").read_text(), f"README does not make secrets/{secret}"
+
+
+def test_every_secret_a_service_uses_is_declared_and_no_secret_is_in_the_environment() -> None:
+    data = compose()
+    for name, service in data["services"].items():
+        for secret in service.get("secrets", []):
+            assert secret in data["secrets"], f"{name}: undeclared secret {secret}"
+        for key, value in service.get("environment", {}).items():
+            if re.search(r"PASSWORD|TOKEN|SECRET", key) and not key.endswith("_FILE"):
+                pytest.fail(f"{name}: {key}={value} puts a secret in the environment; use a *_FILE secret")
+            if key.endswith("_FILE") and str(value).startswith("/run/secrets/"):
+                assert str(value).removeprefix("/run/secrets/") in service["secrets"], f"{name}: {key}"
+
+
+def test_every_service_is_hardened_and_has_a_healthcheck() -> None:
+    for name, service in compose()["services"].items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "cap_add" not in service, f"{name}: no service needs a capability"
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory"), name
+        user = str(service.get("user", ""))
+        assert user and not user.startswith(("0", "root")), f"{name} must run as a non-root user"
+
+
+def test_plain_mqtt_is_published_on_loopback_only() -> None:
+    ports = compose()["services"]["mosquitto"]["ports"]
+    plain = [p for p in ports if p.endswith(":1883")]
+    assert plain and all(p.startswith("127.0.0.1:") for p in plain)
+    assert any(p.endswith(":8883") for p in ports)
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:") or port.endswith(":8883"), f"{name}: {port} open to all"
+
+
+def test_every_variable_the_compose_file_uses_is_documented() -> None:
+    text = COMPOSE.read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+    assert "OXYFLEET_INVENTORY_FILE" in used
+    documented = (ROOT / "README.md").read_text().split("```dotenv\n", 1)[1].split("```", 1)[0]
+    documented += (ROOT / ".env.example").read_text()
+    missing = sorted(v for v in used if not re.search(rf"^#? ?{v}=", documented, re.MULTILINE))
+    assert not missing, f"document these in README's .env block: {missing}"
+
+
+def test_inventory_is_mounted_where_every_service_reads_it() -> None:
+    for name in ("ingester", "health", "simulator"):
+        service = compose()["services"][name]
+        target = service["environment"].get("OXYFLEET_INVENTORY_FILE")
+        assert target == "/etc/oxyfleet/inventory.csv", name
+        assert f"${{OXYFLEET_INVENTORY_FILE:-./devices/inventory.csv}}:{target}:ro" in service["volumes"]
+
+
+def test_the_influxdb_init_script_and_broker_entrypoint_are_executable_in_git() -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "-s", "docker/influxdb", "docker/mosquitto/entrypoint.sh"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    if not listed:
+        pytest.skip("not a git checkout")
+    for line in listed:
+        mode, _sha, _stage, path = line.split(maxsplit=3)
+        if path.endswith(".sh"):
+            # run-parts in the influxdb image runs only executable scripts: a 0644 one would be skipped.
+            assert mode == "100755", f"{path} is {mode}; git update-index --chmod=+x {path}"
+
+
+def _runtime_requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = [Requirement(r) for r in project["project"]["dependencies"]]
+    reqs += [Requirement(r) for r in project["build-system"]["requires"]]
+    return reqs
+
+
+def _locked() -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)", LOCK.read_text(), re.MULTILINE)
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def test_the_lock_pins_every_runtime_dependency_within_its_range() -> None:
+    locked = _locked()
+    for req in _runtime_requirements():
+        name = canonicalize_name(req.name)
+        assert name in locked, f"{req.name} is not in docker/requirements.lock: run scripts/lock"
+        assert req.specifier.contains(locked[name], prereleases=True), (
+            f"{req.name}=={locked[name]} does not satisfy {req.specifier}: run scripts/lock"
+        )
+
+
+def test_every_locked_package_carries_hashes() -> None:
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", LOCK.read_text())
+    for block in blocks[1:]:
+        assert "--hash=sha256:" in block, block.splitlines()[0]
+
+
+def test_the_dockerfile_installs_the_lock_and_nothing_unpinned() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes --no-deps -r /tmp/requirements.lock" in text
+    installs = re.findall(r"pip install [^\n&]*", text)
+    assert installs and all("--no-deps" in line for line in installs), installs
+    assert re.search(r"^USER (?!0|root)", text, re.MULTILINE)
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore keeps ``path`` out of the build context (last matching rule wins)."""
+    result = False
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw.removeprefix("!").rstrip("/").removeprefix("**/")
+        if any(fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p.split("/")[-1], pattern) for p in prefixes):
+            result = not negate
+    return result
+
+
+def test_the_build_context_keeps_every_package_and_its_data_and_drops_secrets() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    setuptools_cfg = project["tool"]["setuptools"]
+    packages = {p.rstrip("*") for p in setuptools_cfg["packages"]["find"]["include"]}
+    shipped = ["pyproject.toml", "README.md", "dashboards/json", "dashboards/provisioning", "devices/inventory.csv"]
+    shipped += sorted(packages)
+    for package, files in setuptools_cfg.get("package-data", {}).items():
+        shipped += [f"{package.replace('.', '/')}/{f}" for f in files]
+    for path in shipped:
+        assert (ROOT / path.split("*")[0]).exists() or "*" in path, path
+        assert not _ignored(path, patterns), f".dockerignore excludes {path}, which the image needs"
+    for path in (".env", "secrets/influxdb_admin_token", "secrets/mqtt/device-passwords.csv", ".git", ".venv"):
+        assert _ignored(path, patterns), f"{path} would be sent to the Docker build"
