@@ -30,12 +30,12 @@ import urllib.request
 from pathlib import Path
 
 from devices.inventory import SAMPLE_INVENTORY, load_inventory
-from devices.simulator import Simulator, units_from_inventory
+from fleetsim.simulator import Simulator, units_from_inventory
 from ingest.decode import Decoder, Inbound
 from ingest.inventory_tags import InventoryTags
-from ingest.lineproto import LineBuilder
-from ingest.query_influx import InfluxQL
-from ingest.sink_influx import InfluxSink, V1Transport
+from store.lineproto import LineBuilder
+from store.reader import InfluxQL
+from store.writer import InfluxSink, V1Transport
 
 DAY_S = 86_400
 FLEETS = (2_000, 20_000, 100_000)
@@ -49,7 +49,8 @@ def _free_port() -> int:
 
 def _du(path: Path) -> int:
     """Bytes on disk (``du -sb`` would count apparent size; blocks are what fills a disk)."""
-    out = subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True, check=True).stdout
+    du = shutil.which("du") or "/usr/bin/du"
+    out = subprocess.run([du, "-sk", str(path)], capture_output=True, text=True, check=True).stdout  # noqa: S603 - fixed tool
     return int(out.split()[0]) * 1024
 
 
@@ -74,7 +75,7 @@ bind-address = "127.0.0.1:{rpc}"
   log-enabled = false
 """
     )
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - the system influxd with our own config
         [shutil.which("influxd") or "/usr/bin/influxd", "run", "-config", str(conf)],
         stdout=subprocess.DEVNULL,
         stderr=(root / "influxd.log").open("wb"),
@@ -82,7 +83,7 @@ bind-address = "127.0.0.1:{rpc}"
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=1):
+            with urllib.request.urlopen(f"{url}/ping", timeout=1):  # noqa: S310 - http://127.0.0.1
                 return proc, url
         except OSError:
             time.sleep(0.1)
@@ -115,7 +116,9 @@ class _Writer:
 
 def main() -> None:
     """Write the day, wait for compaction, print bytes per point and the table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--units", type=int, default=252, help="units of the sample inventory to simulate")
     parser.add_argument("--settle", type=float, default=120.0, help="most seconds to wait for compaction")
     args = parser.parse_args()
@@ -139,11 +142,11 @@ def main() -> None:
             while time.monotonic() < deadline:  # until WAL empty and TSM files unchanged for 20 s
                 tsm = sorted((p.name, p.stat().st_size) for p in data.rglob("*.tsm"))
                 size = hash(tuple(tsm))
+                wal_empty = not any(wal.rglob("*.wal*")) or _du(wal) <= 16 * 1024
                 if size != last:
                     last, stable_since = size, time.monotonic()
-                elif not any(wal.rglob("*.wal*")) or _du(wal) <= 16 * 1024:
-                    if time.monotonic() - stable_since > 20:
-                        break
+                elif wal_empty and time.monotonic() - stable_since > 20:
+                    break
                 time.sleep(2)
             on_disk = _du(data) + _du(wal)
             tsm_files = len(list(data.rglob("*.tsm")))

@@ -171,12 +171,16 @@ def test_the_cli_runs_with_the_readmes_docker_env_in_the_working_directory(tmp_p
     env_file = _readme_dotenv() + "INFLUXDB_TOKEN=abc\nMQTT_INGEST_PASSWORD=def\n"
     (tmp_path / ".env").write_text(env_file)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")}
-    done = subprocess.run([oxyfleet, "check-config"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [oxyfleet, "check-config"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert "OXYFLEET_INVENTORY_FILE=devices/inventory.csv" in done.stdout  # its OXYFLEET_ keys are read
     assert "OXYFLEET_HEALTH__WEBHOOKS=[]" in done.stdout
     # A misspelt oxyfleet key in the same file is still an error naming it.
     (tmp_path / ".env").write_text(env_file + "OXYFLEET_MQTT__PORTT=8883\n")
-    done = subprocess.run([oxyfleet, "check-config"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [oxyfleet, "check-config"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
     assert done.returncode == 2
     assert "OXYFLEET_MQTT__PORTT" in done.stderr and "INFLUXDB_TOKEN" not in done.stderr

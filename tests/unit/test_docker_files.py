@@ -216,12 +216,24 @@ def test_the_build_context_keeps_every_package_and_its_data_and_drops_secrets() 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     setuptools_cfg = project["tool"]["setuptools"]
     packages = {p.rstrip("*") for p in setuptools_cfg["packages"]["find"]["include"]}
-    shipped = ["pyproject.toml", "README.md", "dashboards/json", "dashboards/provisioning", "devices/inventory.csv"]
+    shipped = [
+        "pyproject.toml",
+        "README.md",
+        "dashboards/json",
+        "dashboards/provisioning",
+        "devices/inventory.csv",
+    ]
     shipped += sorted(packages)
     for package, files in setuptools_cfg.get("package-data", {}).items():
         shipped += [f"{package.replace('.', '/')}/{f}" for f in files]
     for path in shipped:
         assert (ROOT / path.split("*")[0]).exists() or "*" in path, path
         assert not _ignored(path, patterns), f".dockerignore excludes {path}, which the image needs"
-    for path in (".env", "secrets/influxdb_admin_token", "secrets/mqtt/device-passwords.csv", ".git", ".venv"):
+    for path in (
+        ".env",
+        "secrets/influxdb_admin_token",
+        "secrets/mqtt/device-passwords.csv",
+        ".git",
+        ".venv",
+    ):
         assert _ignored(path, patterns), f"{path} would be sent to the Docker build"
