@@ -6,6 +6,8 @@ idea), so tests never see each other's messages or points, and leave nothing beh
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import json
 import os
 import shutil
@@ -16,10 +18,15 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core.settings import BufferSettings, InfluxSettings, MqttSettings, Settings, SpoolSettings
@@ -28,7 +35,6 @@ from store.reader import InfluxQL
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 MQTT_HOST = os.environ.get("OXYFLEET_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("OXYFLEET_SERVICES_MQTT_PORT", "1883"))
@@ -91,16 +97,27 @@ def make_settings(
     inventory_file: Path | None = None,
     inventory_check_s: float = 2.0,
     spool: SpoolSettings | None = None,
+    mqtt: dict[str, Any] | None = None,
     **buffer: Any,
 ) -> Settings:
-    """Test settings; without ``spool`` the spool is off (tests that want it pass their own directory)."""
+    """Test settings; without ``spool`` the spool is off (tests that want it pass their own directory).
+
+    ``mqtt`` overrides broker settings (another broker, its port, a user name and password).
+    """
     return Settings(
         spool=spool or SpoolSettings(enabled=False),
         inventory_file=inventory_file,
         inventory_check_s=inventory_check_s,
         _env_file=None,
         mqtt=MqttSettings(
-            host=MQTT_HOST, port=MQTT_PORT, client_id=client_id, topic_prefix=prefix, protocol=protocol
+            **{
+                "host": MQTT_HOST,
+                "port": MQTT_PORT,
+                "client_id": client_id,
+                "topic_prefix": prefix,
+                "protocol": protocol,
+                **(mqtt or {}),
+            }
         ),
         influx=InfluxSettings(url=INFLUX_URL, database=database),
         buffer=BufferSettings(**{"batch_age_s": 0.2, "retry_initial_s": 0.05, **buffer}),
@@ -223,19 +240,30 @@ def free_port_fixture() -> Callable[[], int]:
 
 
 @pytest.fixture
-def mosquitto(services: None) -> Iterator[Callable[[Path, int], subprocess.Popen[bytes]]]:
-    """Start a Mosquitto of the test's own (its config file, its port); all are stopped afterwards."""
+def mosquitto(services: None) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start a Mosquitto of the test's own (its config file, its port); all are stopped afterwards.
+
+    ``command`` replaces ``mosquitto -c CONF`` by something that ends in exec'ing Mosquitto (the compose
+    broker's entrypoint script), with ``env`` added to the environment; its stderr then goes to
+    ``CONF.stderr`` so a refused start can say why.
+    """
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(conf: Path, port: int) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def start(
+        conf: Path, port: int, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        mosquitto_bin = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        path = f"{Path(mosquitto_bin).parent}:/usr/bin:/usr/sbin:{os.environ.get('PATH', '')}"
+        with conf.with_suffix(".stderr").open("wb") as stderr:
+            proc = subprocess.Popen(
+                command or [mosquitto_bin, "-c", str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr if command else subprocess.DEVNULL,
+                env={**os.environ, "PATH": path, **(env or {})},
+            )
         started.append(proc)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
@@ -247,3 +275,73 @@ def mosquitto(services: None) -> Iterator[Callable[[Path, int], subprocess.Popen
     for proc in started:
         proc.terminate()
         proc.wait(10)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_ca_and_server(directory: Path, common_name: str = "oxyfleet test CA") -> tuple[Path, Path, Path]:
+    """A CA and a broker certificate it signed (SAN 127.0.0.1, localhost): (ca.pem, server.pem, server.key)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("oxyfleet test broker"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_pem, cert_pem, key_pem = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_pem.chmod(0o600)
+    return ca_pem, cert_pem, key_pem
+
+
+@pytest.fixture(name="make_ca_and_server")
+def make_ca_and_server_fixture() -> Callable[..., tuple[Path, Path, Path]]:
+    """The certificate maker, for tests that run Mosquitto with a TLS listener."""
+    return make_ca_and_server

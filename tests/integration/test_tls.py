@@ -9,8 +9,6 @@ the CA, and a client speaking plain MQTT to the TLS port, must both be refused.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import socket
@@ -23,10 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from store.reader import InfluxQL
 
@@ -39,73 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 INFLUX = f"http://127.0.0.1:{os.environ.get('OXYFLEET_SERVICES_INFLUX_PORT', '8086')}"
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_ca_and_server(directory: Path, common_name: str = "oxyfleet test CA") -> tuple[Path, Path, Path]:
-    """A CA and a broker certificate it signed (SAN 127.0.0.1, localhost): (ca.pem, server.pem, server.key)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("oxyfleet test broker"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_pem, cert_pem, key_pem = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    key_pem.chmod(0o600)
-    return ca_pem, cert_pem, key_pem
-
-
 @pytest.fixture
 def tls_broker(
-    tmp_path: Path, mosquitto: Callable[[Path, int], object], free_port: Callable[[], int]
+    tmp_path: Path,
+    mosquitto: Callable[[Path, int], object],
+    free_port: Callable[[], int],
+    make_ca_and_server: Callable[..., tuple[Path, Path, Path]],
 ) -> tuple[int, Path]:
     """Mosquitto with one listener, TLS only, on a free loopback port: (port, CA file)."""
     ca, cert, key = make_ca_and_server(tmp_path / "pki")
@@ -219,7 +152,7 @@ def test_ingester_and_simulator_over_tls_store_everything(
 
 
 def test_a_client_that_does_not_trust_the_ca_or_skips_tls_is_refused(
-    tls_broker: tuple[int, Path], tmp_path: Path
+    tls_broker: tuple[int, Path], tmp_path: Path, make_ca_and_server: Callable[..., tuple[Path, Path, Path]]
 ) -> None:
     port, _ca = tls_broker
     other_ca, _, _ = make_ca_and_server(tmp_path / "other", "some other CA")
