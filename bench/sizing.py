@@ -12,7 +12,7 @@ durations, so the cache is snapshotted and the shard fully compacted within a mi
 default 10 minutes / 4 hours. When the TSM files stop changing, ``du`` of the database's data and WAL
 directories gives the bytes per stored point, which is extrapolated to fleets reporting every 10 s.
 
-Usage: .venv/bin/python bench/sizing.py [--units 252] [--settle 120]
+Usage: .venv/bin/python bench/sizing.py [--units 252 | --generated N] [--settle 120]
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devices.catalog import load_catalog
 from devices.inventory import SAMPLE_INVENTORY, load_inventory
-from fleetsim.simulator import Simulator, units_from_inventory
+from fleetsim.simulator import Simulator, generate_units, units_from_inventory
 from ingest.decode import Decoder, Inbound
 from ingest.inventory_tags import InventoryTags
-from store.lineproto import LineBuilder
+from store.lineproto import LineBuilder, StaticTags, TagLookup
 from store.reader import InfluxQL
 from store.writer import InfluxSink, V1Transport
 
@@ -94,7 +95,7 @@ bind-address = "127.0.0.1:{rpc}"
 class _Writer:
     """Decodes each simulated message as the ingester would and writes its lines in 5,000-line batches."""
 
-    def __init__(self, sink: InfluxSink, tags: InventoryTags) -> None:
+    def __init__(self, sink: InfluxSink, tags: TagLookup) -> None:
         self.sink = sink
         self.decoder = Decoder()
         self.builder = LineBuilder(tags)
@@ -114,23 +115,48 @@ class _Writer:
             self.lines = []
 
 
+def _settle(data: Path, wal: Path, most_s: float) -> bool:
+    """Wait until the WAL is empty and the TSM files have not changed for 20 s (full compaction done)."""
+    last, stable_since, deadline = -1, time.monotonic(), time.monotonic() + most_s
+    while time.monotonic() < deadline:  # until WAL empty and TSM files unchanged for 20 s
+        tsm = sorted((p.name, p.stat().st_size) for p in data.rglob("*.tsm"))
+        size = hash(tuple(tsm))
+        wal_empty = not any(wal.rglob("*.wal*")) or _du(wal) <= 16 * 1024
+        if size != last:
+            last, stable_since = size, time.monotonic()
+        elif wal_empty and time.monotonic() - stable_since > 20:
+            return True
+        time.sleep(2)
+    return False
+
+
 def main() -> None:
     """Write the day, wait for compaction, print bytes per point and the table."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--units", type=int, default=252, help="units of the sample inventory to simulate")
+    parser.add_argument(
+        "--generated", type=int, default=0, help="simulate this many generated (unregistered) units instead"
+    )
     parser.add_argument("--settle", type=float, default=120.0, help="most seconds to wait for compaction")
     args = parser.parse_args()
     inventory = load_inventory(SAMPLE_INVENTORY)
-    units = units_from_inventory(inventory, args.units, random.Random(7))
+    rng = random.Random(7)
+    units = (
+        generate_units(args.generated, load_catalog(), rng)
+        if args.generated
+        else units_from_inventory(inventory, args.units, rng)
+    )
+    # Generated units are in no inventory: plain "unregistered" tags, without a warning per unit.
+    tags: TagLookup = StaticTags() if args.generated else InventoryTags(SAMPLE_INVENTORY)
     with tempfile.TemporaryDirectory(prefix="oxyfleet-sizing-") as tmp:
         root = Path(tmp)
         proc, url = _start_influxd(root)
         try:
             db = "sizing"
             InfluxQL(url, db).execute(f'CREATE DATABASE "{db}"')
-            writer = _Writer(InfluxSink(V1Transport(url, db, timeout_s=120)), InventoryTags(SAMPLE_INVENTORY))
+            writer = _Writer(InfluxSink(V1Transport(url, db, timeout_s=120)), tags)
             sim = Simulator(units, writer, duration_s=DAY_S / 1000, speed=1000, malformed_share=0.0, seed=7)
             began = time.perf_counter()
             sim.run(realtime=False)
@@ -138,16 +164,7 @@ def main() -> None:
             write_s = time.perf_counter() - began
             data, wal = root / "data" / db, root / "wal" / db
             raw = _du(data) + _du(wal)
-            last, stable_since, deadline = -1, time.monotonic(), time.monotonic() + args.settle
-            while time.monotonic() < deadline:  # until WAL empty and TSM files unchanged for 20 s
-                tsm = sorted((p.name, p.stat().st_size) for p in data.rglob("*.tsm"))
-                size = hash(tuple(tsm))
-                wal_empty = not any(wal.rglob("*.wal*")) or _du(wal) <= 16 * 1024
-                if size != last:
-                    last, stable_since = size, time.monotonic()
-                elif wal_empty and time.monotonic() - stable_since > 20:
-                    break
-                time.sleep(2)
+            settled = _settle(data, wal, args.settle)
             on_disk = _du(data) + _du(wal)
             tsm_files = len(list(data.rglob("*.tsm")))
         finally:
@@ -161,6 +178,8 @@ def main() -> None:
         f"written in {write_s:.0f} s"
     )
     print(f"on disk right after writing (WAL + cache snapshots): {raw / 1e6:.1f} MB")
+    if not settled:
+        print(f"WARNING: the files still changed after {args.settle:.0f} s; raise --settle")
     print(f"after compaction ({tsm_files} TSM files): {on_disk / 1e6:.1f} MB = {per_point:.2f} bytes/point")
     print("| units | points/day (10 s) | disk/day | disk/90 days |")
     print("|---|---|---|---|")

@@ -81,35 +81,50 @@ def entrypoint(secrets: Path, root: Path) -> tuple[list[str], dict[str, str]]:
 
 
 @pytest.fixture
-def compose_broker(
+def start_compose_broker(
     tmp_path: Path,
     mosquitto: Callable[..., subprocess.Popen[bytes]],
     free_port: Callable[[], int],
     make_ca_and_server: Callable[..., tuple[Path, Path, Path]],
-) -> ComposeBroker:
-    secrets, root, ca = lay_out(tmp_path, make_ca_and_server)
-    inventory = load_inventory(SAMPLE_INVENTORY)
-    fleet = tmp_path / "inventory.csv"
-    fleet.write_text(write_inventory([inventory.units[u] for u in UNITS]))
-    made = CliRunner().invoke(
-        cli, ["devices", "credentials", "--file", str(fleet), "--out", str(root / "credentials")]
-    )
-    assert made.exit_code == 0, made.output
-    plain, tls = free_port(), free_port()
-    conf = (ROOT / "docker" / "mosquitto" / "mosquitto.conf").read_text()
-    assert "listener 1883\n" in conf and "listener 8883\n" in conf
-    conf = conf.replace("listener 1883\n", f"listener {plain} 127.0.0.1\n")
-    conf = conf.replace("listener 8883\n", f"listener {tls} 127.0.0.1\n")
-    conf = conf.replace("/mosquitto/", f"{root}/")
-    # Here the broker runs as root, which Mosquitto would leave for a `mosquitto` user that cannot read
-    # the temporary directory; in the container it runs as that user from the start.
-    (root / "config" / "mosquitto.conf").write_text(conf + "user root\n")
-    command, env = entrypoint(secrets, root)
-    proc = mosquitto(root / "config" / "mosquitto.conf", plain, command, env)
-    stderr = (root / "config" / "mosquitto.stderr").read_text
-    assert proc.poll() is None, stderr()
-    assert "service users and 3 device users loaded" in stderr()
-    return ComposeBroker(plain, tls, ca, root, load_passwords(root / "credentials" / "device-passwords.csv"))
+) -> Callable[..., ComposeBroker]:
+    """Lay out the container's directories, run the entrypoint; ``certs`` replaces the test CA's files."""
+
+    def start(certs: tuple[Path, Path, Path] | None = None) -> ComposeBroker:
+        secrets, root, ca = lay_out(tmp_path, make_ca_and_server)
+        if certs is not None:
+            ca = certs[0]
+            shutil.copy(certs[1], root / "certs" / "server.crt")
+            shutil.copy(certs[2], root / "certs" / "server.key")
+        inventory = load_inventory(SAMPLE_INVENTORY)
+        fleet = tmp_path / "inventory.csv"
+        fleet.write_text(write_inventory([inventory.units[u] for u in UNITS]))
+        made = CliRunner().invoke(
+            cli, ["devices", "credentials", "--file", str(fleet), "--out", str(root / "credentials")]
+        )
+        assert made.exit_code == 0, made.output
+        plain, tls = free_port(), free_port()
+        conf = (ROOT / "docker" / "mosquitto" / "mosquitto.conf").read_text()
+        assert "listener 1883\n" in conf and "listener 8883\n" in conf
+        conf = conf.replace("listener 1883\n", f"listener {plain} 127.0.0.1\n")
+        conf = conf.replace("listener 8883\n", f"listener {tls} 127.0.0.1\n")
+        conf = conf.replace("/mosquitto/", f"{root}/")
+        # Here the broker runs as root, which Mosquitto would leave for a `mosquitto` user that cannot
+        # read the temporary directory; in the container it runs as that user from the start.
+        (root / "config" / "mosquitto.conf").write_text(conf + "user root\n")
+        command, env = entrypoint(secrets, root)
+        proc = mosquitto(root / "config" / "mosquitto.conf", plain, command, env)
+        stderr = (root / "config" / "mosquitto.stderr").read_text
+        assert proc.poll() is None, stderr()
+        assert "service users and 3 device users loaded" in stderr()
+        devices = load_passwords(root / "credentials" / "device-passwords.csv")
+        return ComposeBroker(plain, tls, ca, root, devices)
+
+    return start
+
+
+@pytest.fixture
+def compose_broker(start_compose_broker: Callable[..., ComposeBroker]) -> ComposeBroker:
+    return start_compose_broker()
 
 
 def connect(
@@ -311,3 +326,24 @@ def test_the_entrypoint_refuses_to_start_a_broken_broker(
     )
     assert done.returncode == 1
     assert message in done.stderr
+
+
+def test_the_documented_openssl_test_ca_serves_the_tls_listener(
+    tmp_path: Path, start_compose_broker: Callable[..., ComposeBroker]
+) -> None:
+    """The test-CA commands of docs/operations.md, run as written, give a certificate devices can trust."""
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    script = docs.split("<!-- test-ca -->\n```sh\n", 1)[1].split("```", 1)[0]
+    workdir = tmp_path / "operator"
+    workdir.mkdir()
+    done = subprocess.run(
+        ["/bin/sh", "-ec", script], cwd=workdir, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    certs = workdir / "secrets" / "certs"
+    assert not (certs / "server.csr").exists()
+    broker = start_compose_broker((certs / "ca.crt", certs / "server.crt", certs / "server.key"))
+    me = "OC-JKT-00001"
+    device, rc = connect(broker.tls, me, broker.devices[me], ca=broker.ca)
+    assert rc == 0  # paho verified the chain and the host name (127.0.0.1 is in the certificate)
+    close(device)
