@@ -237,3 +237,27 @@ def test_the_build_context_keeps_every_package_and_its_data_and_drops_secrets() 
         ".venv",
     ):
         assert _ignored(path, patterns), f"{path} would be sent to the Docker build"
+
+
+def test_the_docker_datasource_is_the_shared_one_with_read_only_basic_auth() -> None:
+    """Dashboards and alert rules refer to the datasource by uid: the Docker copy must not drift."""
+    shared = yaml.safe_load(
+        (ROOT / "dashboards" / "provisioning" / "datasources" / "oxyfleet.yaml").read_text()
+    )
+    docker = yaml.safe_load((ROOT / "docker" / "grafana" / "datasources" / "oxyfleet.yaml").read_text())
+    (ours,), (theirs,) = docker["datasources"], shared["datasources"]
+    for key in ("name", "uid", "type", "access", "isDefault", "editable"):
+        assert ours[key] == theirs[key], key
+    auth_only = {"httpHeaderName1"}
+    assert {k: v for k, v in theirs["jsonData"].items() if k not in auth_only} == {
+        **ours["jsonData"],
+        "dbName": theirs["jsonData"]["dbName"],
+    }
+    assert ours["jsonData"]["dbName"] == "oxyfleet"
+    assert ours["basicAuthUser"] == "oxyfleet-grafana"
+    assert ours["secureJsonData"] == {"basicAuthPassword": "$__file{/run/secrets/influxdb_grafana_password}"}
+    grafana = compose()["services"]["grafana"]
+    assert "influxdb_grafana_password" in grafana["secrets"]
+    assert "./docker/grafana/datasources:/etc/grafana/provisioning/datasources:ro" in grafana["volumes"]
+    role_script = (ROOT / "docker" / "influxdb" / "10-oxyfleet-roles.sh").read_text()
+    assert "create oxyfleet-grafana influxdb_grafana_password --read-bucket" in role_script
