@@ -8,19 +8,21 @@ locked dependencies and its build context keeps the packages and drops secrets.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -194,25 +196,9 @@ def test_the_dockerfile_installs_the_lock_and_nothing_unpinned() -> None:
     assert re.search(r"^USER (?!0|root)", text, re.MULTILINE)
 
 
-def _ignored(path: str, patterns: list[str]) -> bool:
-    """Whether .dockerignore keeps ``path`` out of the build context (last matching rule wins)."""
-    result = False
-    parts = path.split("/")
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for raw in patterns:
-        negate = raw.startswith("!")
-        pattern = raw.removeprefix("!").rstrip("/").removeprefix("**/")
-        if any(fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p.split("/")[-1], pattern) for p in prefixes):
-            result = not negate
-    return result
-
-
-def test_the_build_context_keeps_every_package_and_its_data_and_drops_secrets() -> None:
-    patterns = [
-        line.strip()
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+def test_the_build_context_keeps_every_package_and_its_data_and_drops_secrets(
+    dockerignored: Callable[[str], bool],
+) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     setuptools_cfg = project["tool"]["setuptools"]
     packages = {p.rstrip("*") for p in setuptools_cfg["packages"]["find"]["include"]}
@@ -228,7 +214,7 @@ def test_the_build_context_keeps_every_package_and_its_data_and_drops_secrets() 
         shipped += [f"{package.replace('.', '/')}/{f}" for f in files]
     for path in shipped:
         assert (ROOT / path.split("*")[0]).exists() or "*" in path, path
-        assert not _ignored(path, patterns), f".dockerignore excludes {path}, which the image needs"
+        assert not dockerignored(path), f".dockerignore excludes {path}, which the image needs"
     for path in (
         ".env",
         "secrets/influxdb_admin_token",
@@ -236,7 +222,7 @@ def test_the_build_context_keeps_every_package_and_its_data_and_drops_secrets() 
         ".git",
         ".venv",
     ):
-        assert _ignored(path, patterns), f"{path} would be sent to the Docker build"
+        assert dockerignored(path), f"{path} would be sent to the Docker build"
 
 
 def test_the_docker_datasource_is_the_shared_one_with_read_only_basic_auth() -> None:
