@@ -108,6 +108,7 @@ class Pipeline:
         self._retry_at = 0.0  # clock() before which InfluxDB is not tried again (spooling meanwhile)
         self._replayed: deque[tuple[float, int]] = deque()  # (clock, points) of recent replays, for the rate
         self._spool_full = False
+        self._unwritable: str | None = None  # why InfluxDB cannot be written right now (for /healthz)
 
     # --- loop ----------------------------------------------------------------------------------------
 
@@ -316,6 +317,7 @@ class Pipeline:
         wait = exc.retry_after if exc.retry_after is not None else self._delay
         self._retry_at = self.clock() + wait
         self._delay = min(self._delay * 2, self.buffer.retry_max_s)
+        self._cannot_write(exc)
         if self._outage_since is None:
             self._outage_since = self.clock()
             log.warning(
@@ -328,7 +330,25 @@ class Pipeline:
         else:
             log.debug("ingest.write_retrying", error=str(exc), wait_s=round(wait, 2))
 
+    def _cannot_write(self, exc: SinkError) -> None:
+        where = "spooling to disk" if self.spool is not None else "holding messages in the broker"
+        self._unwritable = f"cannot write to InfluxDB ({where}): {exc}"
+
+    def health(self) -> str | None:
+        """None while InfluxDB takes writes, else why not: the ingester's ``/healthz`` answers 503 with it.
+
+        Set by any write that fails for a reason that retrying can cure (a batch, a replay, the counters)
+        and cleared by the next write that succeeds. The counters are written every
+        ``stats_interval_s`` even when no device reports, so an idle ingester notices a lost InfluxDB too.
+        When the spool is full (acks stopped) the reason says so.
+        """
+        reason = self._unwritable
+        if reason is not None and self._spool_full:
+            reason += "; spool full: acks stopped, the broker holds new messages"
+        return reason
+
     def _succeeded(self, report: WriteReport) -> None:
+        self._unwritable = None
         self.stats.write_requests += report.requests
         self._delay = self.buffer.retry_initial_s
         self._retry_at = 0.0
@@ -408,7 +428,11 @@ class Pipeline:
         except SinkFatalError:
             raise
         except SinkError as exc:
+            if isinstance(exc, SinkRetryableError):
+                self._cannot_write(exc)
             log.debug("ingest.stats_not_written", error=str(exc))
+        else:
+            self._unwritable = None
 
     def snapshot(self) -> dict[str, int | float]:
         """Counters plus gauges of the moment."""

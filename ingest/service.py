@@ -104,6 +104,10 @@ def build_ingester(settings: Settings, tags: TagLookup | None = None, *, serve: 
         from ingest.stats import serve_metrics  # noqa: PLC0415
 
         server = serve_metrics(
-            settings.metrics_host, settings.metrics_port, pipeline.snapshot, settings.instance
+            settings.metrics_host,
+            settings.metrics_port,
+            pipeline.snapshot,
+            settings.instance,
+            pipeline.health,
         )
     return Ingester(settings, source, sink, pipeline, server)

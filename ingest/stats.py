@@ -83,24 +83,33 @@ def _prometheus(values: dict[str, int | float], instance: str) -> str:
 
 
 def serve_metrics(
-    host: str, port: int, snapshot: Callable[[], dict[str, int | float]], instance: str
+    host: str,
+    port: int,
+    snapshot: Callable[[], dict[str, int | float]],
+    instance: str,
+    health: Callable[[], str | None] = lambda: None,
 ) -> ThreadingHTTPServer | None:
     """Serve ``/metrics`` (Prometheus text) and ``/healthz`` in a daemon thread; None if the port is taken.
 
-    A busy metrics port must not stop ingestion, so it is a warning, not an exit.
+    ``/healthz`` answers 200 ``ok`` or, while ``health()`` gives a reason (InfluxDB cannot be written),
+    503 ``degraded: <reason>``: a container healthcheck or a load balancer then sees an ingester that is
+    only spooling. A busy metrics port must not stop ingestion, so it is a warning, not an exit.
     """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            status = 200
             if self.path == "/metrics":
                 body = _prometheus(snapshot(), instance).encode()
                 ctype = "text/plain; version=0.0.4"
             elif self.path == "/healthz":
-                body, ctype = b"ok\n", "text/plain"
+                reason = health()
+                status = 200 if reason is None else 503
+                body, ctype = (b"ok\n" if reason is None else f"degraded: {reason}\n".encode()), "text/plain"
             else:
                 self.send_error(404)
                 return
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

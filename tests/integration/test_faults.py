@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -400,6 +401,40 @@ def test_influxdb_stopped_for_60_s_under_load(private_services: PrivateServices,
     assert_published_equals_stored(ingester, [load])
     assert ingester.metrics()["points_replayed"] >= during["points_spooled"]
     assert not ingester.dead()
+
+
+def healthz(port: int) -> tuple[int, str]:
+    """The ingester's /healthz: (HTTP status, body); (0, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_healthz_is_503_with_the_reason_while_influxdb_is_stopped_and_200_after(
+    private_services: PrivateServices, scenario: Any
+) -> None:
+    """The compose healthcheck's view: an ingester that only spools is degraded, and recovers by itself."""
+    private_services("start", "influxdb")
+    ingester, load_env = scenario(influx_url=private_services.influx_url, OXYFLEET_STATS_INTERVAL_S="1")
+    ingester.start()
+    assert healthz(ingester.metrics_port) == (200, "ok\n")
+    private_services("stop", "influxdb")
+    # Idle (no device reports): the counters, written every second, find out.
+    _status, body = wait(lambda: (r := healthz(ingester.metrics_port))[0] == 503 and r, 20, "healthz 503")
+    assert body.startswith("degraded: cannot write to InfluxDB (spooling to disk): "), body
+    load = Load(load_env, messages=500, rate=200, unit_prefix="HZ")
+    wait(lambda: ingester.metrics().get("spool_batches", 0) > 0, 20, "spooled batches")
+    assert healthz(ingester.metrics_port)[0] == 503
+    private_services("start", "influxdb")
+    wait(lambda: healthz(ingester.metrics_port) == (200, "ok\n"), 30, "healthz 200 again")
+    load.finish()
+    assert_published_equals_stored(ingester, [load])
+    assert healthz(ingester.metrics_port) == (200, "ok\n")
 
 
 def test_ingester_sigkilled_mid_batch_and_while_spooling(scenario: Any) -> None:

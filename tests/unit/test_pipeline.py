@@ -272,3 +272,50 @@ def test_points_refused_on_replay_are_kept_as_rejected_with_their_line(tmp_path:
     assert "reason=sink_rejected" in rejected[0]
     assert "unit_id=conflict" in rejected[0]
     assert (pipeline.stats.points_written, pipeline.stats.rejected_by_reason["sink_rejected"]) == (1, 1)
+
+
+def test_health_reports_an_unwritable_influxdb_until_a_write_succeeds(tmp_path: Path) -> None:
+    """/healthz's source: a batch that went to the spool, or failing counters while idle, say why."""
+    source = FakeSource([msg(0)])
+    transport = RecordingTransport([SinkRetryableError("InfluxDB unreachable: connection refused")])
+    spool = Spool(tmp_path / "spool", 1 << 20, fsync=False)
+    pipeline = make(source, transport, spool)
+    assert pipeline.health() is None
+    stop = threading.Event()
+    pipeline.handle(pipeline._collect(stop), stop)  # the write fails: spooled and acked
+    assert source.acked == [0] and spool.batches == 1
+    reason = pipeline.health()
+    assert reason is not None and "spooling to disk" in reason and "connection refused" in reason
+    pipeline._retry_at = 0.0
+    pipeline.replay(stop, 1.0)  # InfluxDB is back: the spool drains and the ingester is healthy again
+    assert spool.batches == 0 and pipeline.health() is None
+    # An idle ingester learns it from its counters, which it writes every stats interval.
+    transport.failures.append(SinkRetryableError("InfluxDB unreachable: timed out"))
+    pipeline.write_stats()
+    assert "timed out" in (pipeline.health() or "")
+    pipeline.write_stats()
+    assert pipeline.health() is None
+
+
+def test_healthz_answers_503_with_the_reason_and_200_again() -> None:
+    import urllib.error
+    import urllib.request
+
+    from ingest.stats import serve_metrics
+
+    reason: list[str | None] = ["cannot write to InfluxDB (spooling to disk): connection refused"]
+    server = serve_metrics("127.0.0.1", 0, dict, "t", lambda: reason[0])
+    assert server is not None
+    url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url, timeout=5)
+        assert info.value.code == 503
+        assert info.value.read().decode() == f"degraded: {reason[0]}\n"
+        info.value.close()
+        reason[0] = None
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.status == 200 and resp.read() == b"ok\n"
+    finally:
+        server.shutdown()
+        server.server_close()
