@@ -45,7 +45,7 @@ def test_every_variable_named_in_the_docs_exists(doc: str) -> None:
 
 @pytest.mark.parametrize("service", ["ingester", "health"])
 def test_compose_oxyfleet_environments_are_valid_configuration(
-    service: str, monkeypatch: pytest.MonkeyPatch
+    service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     env = compose["services"][service]["environment"]
@@ -54,19 +54,27 @@ def test_compose_oxyfleet_environments_are_valid_configuration(
             monkeypatch.delenv(key)
     for key, value in env.items():
         text = str(value)
-        if key == "OXYFLEET_INVENTORY_FILE":  # a path inside the image; the sample is the same file
-            assert text == "/app/devices/inventory.csv"
+        if key == "OXYFLEET_INVENTORY_FILE":  # mounted there; by default from the sample inventory
+            assert text == "/etc/oxyfleet/inventory.csv"
             text = str(ROOT / "devices" / "inventory.csv")
-        # ${VAR:-default} takes its default here; ${VAR:?message} stands for a value from .env.
+        elif text.startswith("/run/secrets/"):  # a Docker secret the service declares
+            name = text.removeprefix("/run/secrets/")
+            assert name in compose["services"][service]["secrets"], key
+            (tmp_path / name).write_text("from-a-secret-file\n")
+            text = str(tmp_path / name)
+        # ${VAR:-default} takes its default here.
         text = re.sub(r"\$\{[^}:]+:-([^}]*)\}", r"\1", text)
         monkeypatch.setenv(key, re.sub(r"\$\{[^}]+\}", "compose-substituted", text))
     settings = Settings(_env_file=None)
-    assert settings.influx.api == "v2"
+    assert settings.influx.api == "v1"
     assert (
-        settings.influx.bucket
+        settings.influx.database
         == compose["services"]["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_BUCKET"]
     )
-    assert settings.influx.org == compose["services"]["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ORG"]
+    assert settings.influx.username == f"oxyfleet-{'ingester' if service == 'ingester' else 'health'}"
+    assert settings.influx.password_value() == "from-a-secret-file"
+    assert settings.mqtt.password_value() == "from-a-secret-file"
+    assert not settings.influx.create_database
 
 
 def test_compose_images_are_pinned_and_secrets_not_defaulted() -> None:
@@ -74,6 +82,8 @@ def test_compose_images_are_pinned_and_secrets_not_defaulted() -> None:
     for name, service in compose["services"].items():
         if "image" in service and "build" not in service:
             assert re.search(r":\d+\.\d+\.\d+$", service["image"]), f"{name}: pin an exact version"
+    # Secrets are Docker secrets (files, required by compose), never variables that could be defaulted.
     text = (ROOT / "docker-compose.yml").read_text()
-    for secret in ("INFLUXDB_TOKEN", "INFLUXDB_ADMIN_PASSWORD"):
-        assert re.search(r"\$\{" + secret + r":\?", text), f"{secret} must be required, not defaulted"
+    assert not re.findall(r"\$\{[A-Z_]*(?:PASSWORD|TOKEN|SECRET)[A-Z_]*", text)
+    for secret in ("influxdb_admin_token", "influxdb_admin_password", "mqtt_ingest_password"):
+        assert compose["secrets"][secret] == {"file": f"./secrets/{secret}"}

@@ -277,7 +277,10 @@ def test_points_refused_on_replay_are_kept_as_rejected_with_their_line(tmp_path:
 def test_health_reports_an_unwritable_influxdb_until_a_write_succeeds(tmp_path: Path) -> None:
     """/healthz's source: a batch that went to the spool, or failing counters while idle, say why."""
     source = FakeSource([msg(0)])
-    transport = RecordingTransport([SinkRetryableError("InfluxDB unreachable: connection refused")])
+    # Retry-After 60 s: the batch surely goes to the spool instead of a quick second attempt.
+    transport = RecordingTransport(
+        [SinkRetryableError("InfluxDB unreachable: connection refused", None, 60.0)]
+    )
     spool = Spool(tmp_path / "spool", 1 << 20, fsync=False)
     pipeline = make(source, transport, spool)
     assert pipeline.health() is None
