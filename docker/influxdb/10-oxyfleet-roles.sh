@@ -13,10 +13,11 @@
 set -euo pipefail
 
 bucket_id=${DOCKER_INFLUXDB_INIT_BUCKET_ID:?run by the influxdb image after setup}
+secrets=${OXYFLEET_SECRETS_DIR:-/run/secrets}  # the container's; the unit test points it elsewhere
 org=${DOCKER_INFLUXDB_INIT_ORG:?}
 
 secret() {  # the password of a role, from its Docker secret file
-  local file=/run/secrets/$1
+  local file=$secrets/$1
   if ! [ -s "$file" ]; then
     echo "oxyfleet: missing secret $file (see docs/operations.md, Docker)" >&2
     exit 1
@@ -25,8 +26,11 @@ secret() {  # the password of a role, from its Docker secret file
 }
 
 create() {  # create USER SECRET PERMISSIONS...
-  local user=$1 name=$2; shift 2
-  influx v1 auth create --org "$org" --username "$user" --password "$(secret "$name")" \
+  local user=$1 name=$2 password; shift 2
+  # A plain assignment, so that set -e stops here when the secret is missing (a failure inside "$(...)"
+  # used as an argument would not stop the script, and the role would get an empty password).
+  password=$(secret "$name")
+  influx v1 auth create --org "$org" --username "$user" --password "$password" \
     --description "oxyfleet $user" "$@" >/dev/null
   echo "oxyfleet: created InfluxDB v1 authorization $user ($*)" >&2
 }

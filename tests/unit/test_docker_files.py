@@ -247,3 +247,46 @@ def test_the_docker_datasource_is_the_shared_one_with_read_only_basic_auth() -> 
     assert "./docker/grafana/datasources:/etc/grafana/provisioning/datasources:ro" in grafana["volumes"]
     role_script = (ROOT / "docker" / "influxdb" / "10-oxyfleet-roles.sh").read_text()
     assert "create oxyfleet-grafana influxdb_grafana_password --read-bucket" in role_script
+
+
+def test_the_influxdb_first_start_script_creates_one_scoped_credential_per_role(tmp_path: Path) -> None:
+    """The real script with a stand-in ``influx`` CLI that records its arguments (no InfluxDB 2.x here).
+
+    What it checks is the script's part: which authorizations it asks for, with which permissions and
+    which secret; the influx CLI flags themselves are those of ``influx v1 auth create`` (CLI 2.7).
+    """
+    bin_dir, secrets = tmp_path / "bin", tmp_path / "secrets"
+    bin_dir.mkdir()
+    secrets.mkdir()
+    calls = tmp_path / "calls"
+    stand_in = bin_dir / "influx"
+    stand_in.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\n')
+    stand_in.chmod(0o755)
+    for role in ("ingester", "health", "grafana"):
+        (secrets / f"influxdb_{role}_password").write_text(f"pw-{role}\n")
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "OXYFLEET_SECRETS_DIR": str(secrets),
+        "DOCKER_INFLUXDB_INIT_BUCKET_ID": "b0c4e7",
+        "DOCKER_INFLUXDB_INIT_ORG": "oxyfleet",
+    }
+    script = str(ROOT / "docker" / "influxdb" / "10-oxyfleet-roles.sh")
+    done = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    made = calls.read_text().splitlines()
+    common = "v1 auth create --org oxyfleet --username"
+    assert made == [
+        f"{common} oxyfleet-ingester --password pw-ingester --description oxyfleet oxyfleet-ingester --write-bucket b0c4e7",
+        (
+            f"{common} oxyfleet-health --password pw-health --description oxyfleet oxyfleet-health "
+            "--read-bucket b0c4e7 --write-bucket b0c4e7"
+        ),
+        f"{common} oxyfleet-grafana --password pw-grafana --description oxyfleet oxyfleet-grafana --read-bucket b0c4e7",
+    ]
+    assert "pw-" not in done.stderr  # what it logs names roles and permissions, never a password
+    (secrets / "influxdb_grafana_password").unlink()
+    calls.unlink()
+    done = subprocess.run([script], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1
+    assert "missing secret" in done.stderr and "influxdb_grafana_password" in done.stderr
+    assert "oxyfleet-grafana" not in calls.read_text()  # stopped before creating it without a password
