@@ -244,7 +244,7 @@ def test_the_docker_datasource_is_the_shared_one_with_read_only_basic_auth() -> 
     assert ours["secureJsonData"] == {"basicAuthPassword": "$__file{/run/secrets/influxdb_grafana_password}"}
     grafana = compose()["services"]["grafana"]
     assert "influxdb_grafana_password" in grafana["secrets"]
-    assert "./docker/grafana/datasources:/etc/grafana/provisioning/datasources:ro" in grafana["volumes"]
+    assert "./docker/grafana/datasources:/etc/oxyfleet/provisioning/datasources:ro" in grafana["volumes"]
     role_script = (ROOT / "docker" / "influxdb" / "10-oxyfleet-roles.sh").read_text()
     assert "create oxyfleet-grafana influxdb_grafana_password --read-bucket" in role_script
 
