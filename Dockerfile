@@ -10,6 +10,7 @@ COPY core ./core
 COPY store ./store
 COPY ingest ./ingest
 COPY health ./health
+COPY report ./report
 COPY dashboards ./dashboards
 COPY fleetsim ./fleetsim
 COPY devices ./devices
@@ -17,7 +18,7 @@ COPY devices ./devices
 # volume here; the directory exists and belongs to the service user so a fresh named volume inherits that.
 RUN pip install . && useradd --system --uid 10001 oxyfleet \
     && mkdir -p /var/lib/oxyfleet/spool && chown -R oxyfleet /var/lib/oxyfleet
-ENV OXYFLEET_SPOOL__DIR=/var/lib/oxyfleet/spool
+ENV OXYFLEET_SPOOL__DIR=/var/lib/oxyfleet/spool OXYFLEET_HEALTH__API_TOKENS_FILE=/var/lib/oxyfleet/api-tokens.json
 USER oxyfleet
 ENTRYPOINT ["oxyfleet"]
 CMD ["run"]
