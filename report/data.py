@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from store.reader import quote
 from store.schema import STATES, EventField, Measurement, State, StateField, Tag, seconds_field
 
 if TYPE_CHECKING:
@@ -107,10 +108,6 @@ class MonthData:
     ever_reported: set[str] = field(default_factory=set)
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _id_filters(unit_ids: Iterable[str]) -> list[str]:
     """``unit_id =~ /^(a|b)$/`` clauses, one per chunk; inventory ids match a safe pattern (checked)."""
     ids = sorted(unit_ids)
@@ -172,7 +169,7 @@ class _Reader:
             for row in self.reader.rows(
                 f"SELECT {sums} FROM {Measurement.UNIT_STATE} "  # noqa: S608
                 f"WHERE {self._where(period.start_ms, period.end_ms, clause)} "
-                f"GROUP BY time(1h), {Tag.UNIT_ID} tz({_literal(period.zone.key)})"
+                f"GROUP BY time(1h), {Tag.UNIT_ID} tz({quote(period.zone.key)})"
             ):
                 uid = row[Tag.UNIT_ID]
                 if row["time"] < late[uid] or all(row.get(s) is None for s in STATES):
@@ -187,7 +184,7 @@ class _Reader:
         litres: dict[str, float] = {}
         counted: dict[str, int] = {}
         for model, spec in sorted({(u.model, u.spec) for u in self.units.values()}, key=lambda m: m[0]):
-            extra = f"{Tag.MODEL} = {_literal(model)} AND purity_pct >= {float(spec.purity_low_pct)!r}"
+            extra = f"{Tag.MODEL} = {quote(model)} AND purity_pct >= {float(spec.purity_low_pct)!r}"
             for row in self.reader.rows(
                 "SELECT sum(flow_lpm) AS flow, count(flow_lpm) AS n FROM "  # noqa: S608
                 f"{Measurement.TELEMETRY} WHERE {self._where(period.start_ms, period.end_ms, extra)} "
@@ -207,7 +204,7 @@ class _Reader:
             for row in self.reader.rows(
                 f"SELECT {sums} FROM {Measurement.UNIT_STATE} "  # noqa: S608
                 f"WHERE {self._where(period.start_ms, period.end_ms, clause)} "
-                f"GROUP BY time(1h), {Tag.UNIT_ID} tz({_literal(period.zone.key)})"
+                f"GROUP BY time(1h), {Tag.UNIT_ID} tz({quote(period.zone.key)})"
             ):
                 uid = row[Tag.UNIT_ID]
                 hour = (int(row["time"]) - period.start_ms) // 3600_000
@@ -274,9 +271,9 @@ def read_month(
     """Read one report's data: this month and the previous one, over ``units`` (the scope)."""
     scope = ""
     if hospital:
-        scope += f" AND {Tag.HOSPITAL} = {_literal(hospital)}"
+        scope += f" AND {Tag.HOSPITAL} = {quote(hospital)}"
     if province:
-        scope += f" AND {Tag.PROVINCE} = {_literal(province)}"
+        scope += f" AND {Tag.PROVINCE} = {quote(province)}"
     q = _Reader(reader, units, scope, period.zone)
     data = MonthData()
     data.seconds, data.maintenance_due = q.state_sums(period, due=True)
