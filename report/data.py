@@ -18,7 +18,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from store.reader import quote
-from store.schema import STATES, EventField, Measurement, State, StateField, Tag, seconds_field
+from store.schema import ACCOUNTED, STATES, EventField, Measurement, State, StateField, Tag, seconds_field
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -32,6 +32,7 @@ __all__ = ["FAULT_STATES", "Event", "MonthData", "Period", "booked_from", "read_
 FAULT_STATES: Final = frozenset({State.UNDERPERFORMING, State.POWER_FAILURE, State.NO_DATA})
 # Units per regex in one query: InfluxQL has no IN (...); a regex of ids keeps one query per chunk.
 _CHUNK: Final = 400
+_SILENT: Final = frozenset({State.NO_DATA, State.NEVER_CONNECTED})
 _SAFE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -283,9 +284,7 @@ def read_month(
     data.events = q.events(period, until)
     # A unit with no reported time in the month is never connected unless it reported at some time before.
     silent = [
-        uid
-        for uid in units
-        if sum(v for s, v in data.seconds.get(uid, {}).items() if s != State.NO_DATA) == 0
+        uid for uid in units if sum(v for s, v in data.seconds.get(uid, {}).items() if s not in _SILENT) == 0
     ]
     data.ever_reported = set(units) - set(silent) | q.reported_before(period.end_ms, silent)
     worst = sorted(
@@ -298,5 +297,5 @@ def read_month(
 
 
 def _availability_key(seconds: dict[str, float]) -> float:
-    accounted = sum(seconds.get(s, 0.0) for s in STATES if s != State.OFF)
+    accounted = sum(seconds.get(s, 0.0) for s in ACCOUNTED)
     return seconds.get(State.IN_SPEC, 0.0) / accounted if accounted else 2.0

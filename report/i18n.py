@@ -94,6 +94,7 @@ _TEXT: Final[dict[str, dict[str, str]]] = {
     "state.power_failure": {"id": "Listrik padam", "en": "Power failure"},
     "state.no_data": {"id": "Tidak ada data", "en": "No data"},
     "state.off": {"id": "Mati / standby", "en": "Off / standby"},
+    "state.never_connected": {"id": "Belum pernah terhubung", "en": "Never connected"},
     "none": {"id": "-", "en": "-"},
     "footer": {
         "id": "Dihasilkan oleh oxyfleet dari data yang tersimpan (status per menit dan telemetri).",

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from store.schema import STATES, State
+from store.schema import ACCOUNTED, STATES, State
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from report.figures import Report
     from report.i18n import Text
 
-__all__ = ["COLOURS", "availability_bars", "purity_boxes", "state_strip"]
+__all__ = ["COLOURS", "SHOWN_STATES", "availability_bars", "purity_boxes", "state_strip"]
 
 COLOURS: Final = {
     State.IN_SPEC: "#2e7d32",
@@ -33,8 +33,11 @@ COLOURS: Final = {
     State.POWER_FAILURE: "#c62828",
     State.NO_DATA: "#546e7a",
     State.OFF: "#b0bec5",
+    State.NEVER_CONNECTED: "#f2f2f2",  # not yet connected: drawn like time before commissioning
     "": "#f2f2f2",
 }
+# States a reader sees in the legend and the tables (never-connected time is shown as not booked).
+SHOWN_STATES: Final = (*ACCOUNTED, State.OFF)
 _WIDTH: Final = 7.2  # inches: an A4 page's text width
 
 plt.rcParams.update(
@@ -97,7 +100,7 @@ def state_strip(report: Report, t: Text) -> str:
     days = report.period.hours // 24
     ax.set_xticks([d * 24 for d in range(days)], [str(d + 1) if d % 2 == 0 else "" for d in range(days)])
     ax.set_xlabel(f"{t('plot.day')} ({t.zone_name})")
-    handles = [Patch(color=COLOURS[s], label=t(f"state.{s}")) for s in STATES]
+    handles = [Patch(color=COLOURS[s], label=t(f"state.{s}")) for s in SHOWN_STATES]
     handles.append(Patch(facecolor=COLOURS[""], edgecolor="#999999", label=t("plot.not_booked")))
     ax.legend(
         handles=handles,

@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from report.i18n import Text
-from report.plots import availability_bars, purity_boxes, state_strip
+from report.plots import SHOWN_STATES, availability_bars, purity_boxes, state_strip
 from store.schema import STATES
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def to_html(report: Report, lang: Lang, *, made_ms: int | None = None) -> str:
         r=report,
         t=t,
         plots=plots,
-        states=STATES,
+        states=SHOWN_STATES,
         shown=shown,
         made_ms=made_ms if made_ms is not None else int(time.time() * 1000),
     )
