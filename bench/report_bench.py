@@ -1,7 +1,8 @@
 """Benchmark: one monthly report over N units (default 20,000, one donor source), from InfluxDB.
 
 Method: a generated inventory of N units; per-minute ``unit_state`` for the first ``--hours`` of the month
-for every unit (a whole month at 20,000 units is 864 million points, ~2 h of writing here, so the stored
+for every unit (or, with ``--daily``, the whole month as one pre-summed point per unit and day: what a
+report would read from daily totals) (a whole month at 20,000 units is 864 million points, ~2 h of writing here, so the stored
 part is scaled down and the state-sum query is timed separately to show how it grows with the stored
 minutes); events for a few units; then ``oxyfleet report --by source`` in its own process, timed end to end
 (HTML, then CSV). Prints the figures; not a timed test.
@@ -34,23 +35,23 @@ INFLUX = os.environ.get(
 )
 
 
-def fill(sink: InfluxSink, units: list[Unit], start_ms: int, minutes: int) -> int:
-    """Per-minute states: every 17th unit spends its 7th minute of each hour underperforming."""
+def fill(sink: InfluxSink, units: list[Unit], start_ms: int, minutes: int, step_min: int = 1) -> int:
+    """States every ``step_min`` minutes: every 17th unit spends 1/60 of its time underperforming."""
     lines: list[str] = []
     written = 0
     for n, u in enumerate(units):
         tags = tag_set(
             dict(zip(UNIT_TAGS, (u.hospital, u.kind, u.model, u.province, u.unit_id), strict=True))
         )
-        for m in range(minutes):
-            state = State.UNDERPERFORMING if n % 17 == 0 and m % 60 == 7 else State.IN_SPEC
+        for m in range(0, minutes, step_min):
+            state = State.UNDERPERFORMING if n % 17 == 0 and (m // step_min) % 60 == 7 else State.IN_SPEC
             fields: dict[str, object] = {
                 StateField.STATE: state,
                 StateField.REASON: "",
                 StateField.CODE: 0,
                 StateField.IN_SPEC: int(state == State.IN_SPEC),
                 StateField.MAINTENANCE_DUE: False,
-                **{seconds_field(s): 60.0 if s == state else 0.0 for s in STATES},
+                **{seconds_field(s): 60.0 * step_min if s == state else 0.0 for s in STATES},
             }
             lines.append(line(Measurement.UNIT_STATE, tags, fields, (start_ms + m * 60_000) * 1_000_000))
         if len(lines) >= 20_000:
@@ -68,6 +69,11 @@ def main() -> None:
     )
     parser.add_argument("--units", type=int, default=20_000)
     parser.add_argument("--hours", type=int, default=2, help="stored hours of per-minute states per unit")
+    parser.add_argument(
+        "--daily",
+        action="store_true",
+        help="store the whole month as one pre-summed point per unit and day instead (what daily totals would cost)",
+    )
     args = parser.parse_args()
     spec = load_catalog()["OC-5-DONOR"]
     units = [
@@ -82,9 +88,15 @@ def main() -> None:
     start_ms = int(datetime(2026, 10, 1, tzinfo=ZoneInfo("Asia/Jakarta")).timestamp() * 1000)
     try:
         began = time.perf_counter()
-        points = fill(sink, units, start_ms, args.hours * 60)
+        if args.daily:
+            args.hours = 31 * 24
+            points = fill(sink, units, start_ms, args.hours * 60, step_min=1440)
+        else:
+            points = fill(sink, units, start_ms, args.hours * 60)
         print(
-            f"wrote {points:,} unit_state points ({args.units:,} units x {args.hours} h) in {time.perf_counter() - began:.1f} s"
+            f"wrote {points:,} unit_state points ({args.units:,} units x {args.hours} h"
+            f"{', one point a day' if args.daily else ''}) in {time.perf_counter() - began:.1f} s",
+            flush=True,
         )
         sums = ", ".join(f"sum({seconds_field(s)})" for s in STATES)
         for hours in sorted({max(1, args.hours // 2), args.hours}):
