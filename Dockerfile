@@ -15,7 +15,7 @@ RUN pip install --no-deps --no-build-isolation /src && rm -rf /src \
     && mkdir -p /var/lib/oxyfleet/spool && chown -R oxyfleet:oxyfleet /var/lib/oxyfleet
 # The spool must outlive the container (it holds acked data while InfluxDB is away): compose mounts a
 # volume here; the directory exists and belongs to the service user so a fresh named volume inherits that.
-ENV OXYFLEET_SPOOL__DIR=/var/lib/oxyfleet/spool
+ENV OXYFLEET_SPOOL__DIR=/var/lib/oxyfleet/spool OXYFLEET_HEALTH__API_TOKENS_FILE=/var/lib/oxyfleet/api-tokens.json
 WORKDIR /var/lib/oxyfleet
 USER 10001:10001
 ENTRYPOINT ["oxyfleet"]

@@ -22,6 +22,7 @@ import re
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -33,6 +34,7 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -347,6 +349,34 @@ class HealthSettings(_Section):
     webhook_retries: int = Field(
         5, ge=1, le=20, description="Attempts per alert and webhook (exponential backoff)."
     )
+    api_tokens_file: Path = Field(
+        Path(".oxyfleet/api-tokens.json"),
+        description="Hashed read-only API tokens (oxyfleet tokens create); needed when the API is not on loopback.",
+    )
+
+
+class ReportSettings(_Section):
+    """Monthly reports (oxyfleet report, /api/reports)."""
+
+    target_pct: float = Field(95.0, gt=0, le=100, description="Availability target drawn on the reports.")
+    zones: dict[str, str] = Field(
+        default_factory=dict,
+        description='Time zone per hospital where its province\'s is wrong, as JSON: {"RS X": "Asia/Makassar"}.',
+    )
+    programme_zone: str = Field("Asia/Jakarta", description="Zone of the programme-wide (donor) reports.")
+    plotted_units: int = Field(40, ge=1, le=500, description="Units drawn in a report's plots (the worst).")
+
+    @field_validator("zones", "programme_zone")
+    @classmethod
+    def _known_zones(cls, value: dict[str, str] | str) -> dict[str, str] | str:
+        for name in value.values() if isinstance(value, dict) else [value]:
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"unknown time zone {name!r} (use an IANA name such as Asia/Makassar)"
+                ) from None
+        return value
 
 
 class Settings(BaseSettings):
@@ -370,6 +400,7 @@ class Settings(BaseSettings):
     payload: PayloadSettings = Field(default_factory=PayloadSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     inventory_file: ExistingFile = Field(
         None,
         description="Fleet inventory CSV (units -> model, hospital, province tags); reloaded on change.",

@@ -41,6 +41,9 @@ class ModelSpec(BaseModel):
     max_temp_c: float
     report_interval_s: float = Field(gt=0, le=3600)
     service_interval_h: float = Field(gt=0)
+    # Patients the model serves a day at its rated flow (planning figure, for report estimates only);
+    # unset: one patient for a concentrator, no estimate for a plant.
+    patients_at_rated_flow: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> ModelSpec:

@@ -9,6 +9,9 @@ so hospital systems and scripts can ask without learning InfluxQL:
 - ``GET /healthz``: 200 while cycles run on time, 503 otherwise;
 - ``GET /metrics``: Prometheus text (cycle duration, units per state);
 - ``GET /docs``, ``/redoc``: interactive docs, with their scripts served from here (no CDN).
+
+Other routers (the monthly reports) are mounted by the caller. ``/api/...`` needs a token
+(:mod:`health.tokens`) unless the API is bound to loopback; the fleet-wide routes need the programme's.
 """
 
 from __future__ import annotations
@@ -17,19 +20,25 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from core.errors import SinkError
 from health.model import state_counts
+from health.tokens import require_programme
 from health.uptime import uptime_report
 from store.schema import Measurement, Tag
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from fastapi import APIRouter
+
     from health.engine import HealthEngine
     from health.model import UnitStatus
+    from health.tokens import TokenStore
     from store.reader import InfluxQL
 
 __all__ = ["create_app"]
@@ -116,8 +125,18 @@ def _unit_out(s: UnitStatus, window_start_ms: int) -> dict[str, Any]:
     }
 
 
-def create_app(engine: HealthEngine, reader: InfluxQL) -> FastAPI:  # noqa: C901 - one nested function per route
-    """The API over ``engine``'s last cycle and ``reader``'s stored results."""
+def create_app(  # noqa: C901 - one nested function per route
+    engine: HealthEngine,
+    reader: InfluxQL,
+    *,
+    tokens: TokenStore | None = None,
+    loopback: bool = True,
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The API over ``engine``'s last cycle and ``reader``'s stored results, plus ``routers``.
+
+    ``loopback``: the API listens on loopback only, so requests without a token are the operator's own.
+    """
     # FastAPIOffline serves the Swagger UI and ReDoc assets from the installed package instead of a CDN:
     # hospital networks are often offline, and /docs must not be a blank page there.
     app = FastAPIOffline(
@@ -125,11 +144,16 @@ def create_app(engine: HealthEngine, reader: InfluxQL) -> FastAPI:  # noqa: C901
         version="0.1.0",
         description="Live state and uptime of oxygen concentrators and DOCS plants. Read-only.",
     )
+    app.state.tokens = tokens
+    app.state.loopback = loopback
+    guard = [Depends(require_programme)]
+    for router in routers:
+        app.include_router(router)
 
     def window_start() -> int:
         return int(engine.last_cycle_at * 1000) - engine.lookback_ms if engine.last_cycle_at else 0
 
-    @app.get("/api/units", response_model=list[UnitOut])
+    @app.get("/api/units", response_model=list[UnitOut], dependencies=guard)
     def units(
         state: str | None = None, hospital: str | None = None, province: str | None = None
     ) -> list[dict[str, Any]]:
@@ -148,7 +172,10 @@ def create_app(engine: HealthEngine, reader: InfluxQL) -> FastAPI:  # noqa: C901
         return [_unit_out(s, start) for s in rows]
 
     @app.get(
-        "/api/units/{unit_id}", response_model=UnitDetail, responses={404: {"description": "Unknown unit"}}
+        "/api/units/{unit_id}",
+        response_model=UnitDetail,
+        responses={404: {"description": "Unknown unit"}},
+        dependencies=guard,
     )
     def unit(unit_id: str) -> dict[str, Any]:
         """One unit: live state, inventory facts and its transitions of the last 7 days."""
@@ -186,6 +213,7 @@ def create_app(engine: HealthEngine, reader: InfluxQL) -> FastAPI:  # noqa: C901
         "/api/hospitals/{hospital}/uptime",
         response_model=list[UptimeRecord],
         responses={404: {"description": "No unit of this hospital has state data in the range"}},
+        dependencies=guard,
     )
     def hospital_uptime(
         hospital: str, since: Annotated[str, Query(description="e.g. 30d, 12h")] = "30d"

@@ -20,6 +20,10 @@ from store.reader import InfluxQL
 from store.writer import InfluxSink, make_transport, prepare_database
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from fastapi import APIRouter
+
     from core.settings import Settings
 
 __all__ = ["build_engine", "serve_api"]
@@ -78,14 +82,25 @@ def build_engine(settings: Settings, *, writing: bool) -> HealthEngine:
         raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc
 
 
-def serve_api(engine: HealthEngine, settings: Settings) -> None:
-    """Serve the read-only API in a daemon thread; a busy port is a warning, not a reason to stop."""
+def serve_api(engine: HealthEngine, settings: Settings, routers: Sequence[APIRouter] = ()) -> None:
+    """Serve the read-only API in a daemon thread; a busy port is a warning, not a reason to stop.
+
+    ``routers`` come from the shell (the reports), which health does not import.
+    """
     import uvicorn  # noqa: PLC0415 - FastAPI and uvicorn load only when the API is served
 
     from health.api import create_app  # noqa: PLC0415
+    from health.tokens import TokenStore  # noqa: PLC0415
 
+    host = settings.health.api_host
     config = uvicorn.Config(
-        create_app(engine, engine.reader),
+        create_app(
+            engine,
+            engine.reader,
+            tokens=TokenStore(settings.health.api_tokens_file),
+            loopback=host in {"127.0.0.1", "::1", "localhost"},
+            routers=routers,
+        ),
         host=settings.health.api_host,
         port=settings.health.api_port,
         log_level="warning",

@@ -655,8 +655,16 @@ def _engine(settings: Settings, *, writing: bool) -> Any:  # noqa: ANN401 - Heal
 
 def _serve_api(engine: Any, settings: Settings) -> None:  # noqa: ANN401 - HealthEngine
     from health.service import serve_api  # noqa: PLC0415
+    from report.api import report_router  # noqa: PLC0415
 
-    serve_api(engine, settings)
+    reports = report_router(
+        engine.reader,
+        lambda: engine.inventory,
+        zones=settings.report.zones,
+        programme_zone=settings.report.programme_zone,
+        target_pct=settings.report.target_pct,
+    )
+    serve_api(engine, settings, routers=[reports])
 
 
 def _since_ms(text: str) -> int:
@@ -829,6 +837,12 @@ def dashboards_push(url: str, token: str, with_datasource: bool) -> None:
         click.echo(line)
     changed = sum(1 for line in report if not line.endswith("unchanged"))
     click.echo(f"{changed} change(s), {len(report) - changed} unchanged")
+
+
+from oxyfleet.report_cmd import report_cmd, tokens  # noqa: E402 - registered on the group defined above
+
+cli.add_command(report_cmd)
+cli.add_command(tokens)
 
 
 def main() -> None:

@@ -28,7 +28,18 @@ from store.schema import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("oxyfleet", "core", "store", "ingest", "health", "dashboards", "fleetsim", "devices", "bench")
+PACKAGES = (
+    "oxyfleet",
+    "core",
+    "store",
+    "ingest",
+    "health",
+    "report",
+    "dashboards",
+    "fleetsim",
+    "devices",
+    "bench",
+)
 MAX_LINES = 420
 
 MEASUREMENTS = {m.value for m in Measurement}
