@@ -79,6 +79,7 @@ CACHE: Final = RUN_DIR / "bench-cache"
 NODE_RED_PACKAGES: Final = ("node-red@4.1.8", "node-red-contrib-influxdb@0.7.0")
 STALL_S: Final = 30.0  # no new point for this long after the last publish: the rest is lost
 POLL_S: Final = 0.05
+PROGRESS_POINTS: Final = 100  # growth of the write counter that counts as progress (stats: 1 per 10 s)
 PROBE_UNIT: Final = "PROBE-000000"
 CONSUMERS: Final = (
     "paho 3.1.1",
@@ -193,7 +194,8 @@ class Target:
         """Poll the write counter until ``expected`` telemetry points are queryable (an exact count says so).
 
         Returns the exact telemetry count and the (monotonic time, points written) history, from which
-        :func:`queryable_at` finds the end time. Gives up when nothing new came for ``STALL_S`` while
+        :func:`queryable_at` finds the end time. Gives up when fewer than ``PROGRESS_POINTS`` new points
+        (the ingester's own stats points are not progress) came for ``STALL_S`` while
         ``busy()`` (the publisher still running) is false: on a loaded machine a consumer may take a
         while to write its first batch, and that is slowness to measure, not loss.
         """
@@ -203,7 +205,7 @@ class Target:
         while True:
             now, written = time.monotonic(), self.written()
             history.append((now, written))
-            if written != last or busy():
+            if written > last + PROGRESS_POINTS or busy():  # not the ingester's stats alone
                 last, last_change = written, now
             if written >= expected and now >= next_count:
                 stored = self.stored()
