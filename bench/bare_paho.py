@@ -2,7 +2,7 @@
 
 Runs in its own process (a subscriber sharing a process with the load generator measures the GIL, not
 paho). Protocol: prints ``ready`` once subscribed, then ``done <received> <monotonic time of the last
-message>`` when it has ``--expect`` messages or nothing new came for ``--stall`` seconds.
+message> <peak RSS, KiB>`` when it has ``--expect`` messages or nothing new came for ``--stall`` seconds.
 """
 
 from __future__ import annotations
@@ -10,9 +10,18 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+
+def peak_rss_kib() -> int:
+    """VmHWM of this process (``ru_maxrss`` would include the parent's, inherited through fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1])
+    return 0
 
 
 def main() -> None:
@@ -59,7 +68,7 @@ def main() -> None:
             seen, last = received, time.monotonic()
         elif time.monotonic() - last > args.stall:
             break
-    print(f"done {received} {last}", flush=True)
+    print(f"done {received} {last} {peak_rss_kib()}", flush=True)
     client.disconnect()
     client.loop_stop()
 

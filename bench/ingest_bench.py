@@ -264,6 +264,7 @@ class Consumer:
     name = ""
     stores = True  # readings end in InfluxDB (else: the consumer reports what it received)
     probe_readings = 0  # readings stored before the run to prove readiness
+    peak_rss = 0  # bytes, for consumers that report it themselves
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -332,8 +333,9 @@ class BarePaho(Consumer):
         proc = self.procs[0]
         assert proc.stdout is not None
         words = proc.stdout.readline().split()
-        if len(words) != 3 or words[0] != b"done":
+        if len(words) != 4 or words[0] != b"done":
             raise RuntimeError("the bare paho subscriber failed")
+        self.peak_rss = int(words[3]) * 1024  # it may have exited before /proc is read
         return int(words[1]), float(words[2])
 
 
@@ -634,7 +636,7 @@ def measure(consumer: Consumer, messages: int, units: int, max_in_flight: int) -
             **cpu.per_message(messages, sent["cpu_total_s"]),
             "publisher": sent["cpu_s"] / messages * 1e6,
         }
-        rss = max(peak_rss(p) for p in consumer.pids())
+        rss = max(peak_rss(p) for p in consumer.pids()) if consumer.stores else consumer.peak_rss
         points: dict[str, int] = {}
         if consumer.stores:
             points = target.points()

@@ -179,3 +179,47 @@ def test_the_end_is_the_first_poll_with_every_point_accepted():
 def test_with_points_missing_the_end_is_when_the_counter_last_moved():
     history = [(1.0, 0), (2.0, 7000), (3.0, 9000), (4.0, 9000), (5.0, 9000)]
     assert harness.queryable_at(history, 10_000) == 3.0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _target(monkeypatch, counter, stored):
+    clock = _Clock()
+    monkeypatch.setattr(harness.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(harness.time, "sleep", clock.sleep)
+    target = object.__new__(harness.Target)
+    target.written = lambda: counter(clock.now)
+    target.stored = lambda: stored(clock.now)
+    return target, clock
+
+
+def test_the_wait_ends_when_an_exact_count_confirms_every_reading(monkeypatch):
+    # The counter passes 1,000 early (markers are points too); the exact count decides.
+    target, _ = _target(monkeypatch, lambda t: int(t * 1000), lambda t: int(t * 500))
+    stored, history = target.wait_stored(1000)
+    assert stored >= 1000
+    assert history[-1][1] >= 2000
+
+
+def test_the_ingesters_stats_points_alone_do_not_keep_a_stalled_wait_alive(monkeypatch):
+    # 950 points at once, then one stats point every 10 s: stalled, gives up after STALL_S.
+    target, clock = _target(monkeypatch, lambda t: 950 + int(t // 10), lambda _t: 950)
+    stored, _ = target.wait_stored(1000)
+    assert stored == 950
+    assert harness.STALL_S <= clock.now < harness.STALL_S + 1
+
+
+def test_no_stall_is_declared_while_the_publisher_still_publishes(monkeypatch):
+    target, clock = _target(monkeypatch, lambda t: 0 if t < 100 else 1000, lambda t: 0 if t < 100 else 1000)
+    stored, _ = target.wait_stored(1000, busy=lambda: clock.now < 90)
+    assert stored == 1000
+    assert clock.now >= 100
