@@ -10,11 +10,12 @@ import json
 import struct
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import ModuleType
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -192,7 +193,9 @@ class _Clock:
         self.now += seconds
 
 
-def _target(monkeypatch, counter, stored):
+def _target(
+    monkeypatch: pytest.MonkeyPatch, counter: Callable[[float], int], stored: Callable[[float], int]
+) -> tuple[Any, _Clock]:
     clock = _Clock()
     monkeypatch.setattr(harness.time, "monotonic", clock.monotonic)
     monkeypatch.setattr(harness.time, "sleep", clock.sleep)
