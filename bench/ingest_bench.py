@@ -35,6 +35,10 @@ the write counter every 20 ms; the k-th oldest reading is queryable at the first
 Usage: scripts/bench [--messages 200000] [--units 1000] [--runs 3] [--consumers ...] [--processes 1]
                      [--latency-rate 2000] [--latency-seconds 10] [--json FILE]
 Needs the local services (scripts/bench starts them). Prints per-run lines and the summary.
+
+Long module: one file so that it runs as ``python bench/ingest_bench.py`` from a fresh clone without
+making bench/ a package; its sections (processes, one measurement, statistics and the summary, setup) are
+marked, and the peers live in files of their own (bare_paho.py, naive_ingester.py, publisher.py).
 """
 
 from __future__ import annotations
