@@ -7,6 +7,7 @@ handled (``manual_ack``), so a crash between receiving and writing means redeliv
 The paho callback only wraps the message and enqueues it (as aiomqtt's ``_on_message`` does); nothing
 it raises can reach paho, which would otherwise re-raise it in its network thread. When the queue is
 full the callback blocks, which stops paho reading the socket: backpressure to the broker, never a drop.
+A network thread blocked that way is reported as disconnected, and a stop releases it (see :class:`Inbox`).
 The pipeline takes messages in bulk (:meth:`MqttSource.take`) and acks a whole batch with one write.
 
 Acks and reconnects: packet ids are per connection. A message received on an earlier connection must not
@@ -31,7 +32,7 @@ from core.mqtt import FATAL_CONNACK, connect_properties, make_client
 from ingest.decode import Inbound
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from paho.mqtt.reasoncodes import ReasonCode
 
@@ -62,21 +63,61 @@ class Inbox:
     ``queue.Queue`` costs a lock round trip and a condition notify per item on both sides; here the
     consumer takes everything waiting in one call, and each side wakes the other only when it may be
     waiting (the queue was empty, or full).
+
+    A full inbox blocks paho's network thread (backpressure), and a blocked network thread is a dead
+    connection: it sends no PINGREQ and reads nothing, so the broker drops it after 1.5 keepalives. Two
+    things follow (issue 19). ``put`` waits in slices and gives up once the inbox is closed, so a stop
+    never waits for the pipeline to make room (the message stays unacked and the broker redelivers it).
+    And after ``stall_s`` of waiting it tells the source (``on_stall``), which reports itself
+    disconnected; ``on_resume`` gets the seconds blocked when room appears.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        stall_s: float = 2.0,
+        on_stall: Callable[[], None] | None = None,
+        on_resume: Callable[[float], None] | None = None,
+    ) -> None:
         self.maxsize = maxsize
+        self.stall_s = stall_s
+        self.on_stall = on_stall
+        self.on_resume = on_resume
+        self.closed = False
         self._items: deque[Inbound] = deque()
         self._cond = threading.Condition()
 
-    def put(self, item: Inbound) -> None:
-        """Append; blocks while full (backpressure: paho stops reading the socket)."""
+    def put(self, item: Inbound) -> bool:
+        """Append; blocks while full (backpressure). False, without appending, once the inbox is closed."""
         with self._cond:
-            while len(self._items) >= self.maxsize:
-                self._cond.wait()
+            if len(self._items) >= self.maxsize and not self.closed:
+                self._wait_for_room()
+            if self.closed:
+                return False
             self._items.append(item)
             if len(self._items) == 1:
                 self._cond.notify_all()
+            return True
+
+    def _wait_for_room(self) -> None:
+        """The slow path of ``put`` (lock held): wait in slices, report a stall, give up when closed."""
+        started = time.monotonic()
+        stalled = False
+        while len(self._items) >= self.maxsize and not self.closed:
+            self._cond.wait(0.25)
+            if not stalled and time.monotonic() - started >= self.stall_s:
+                stalled = True
+                if self.on_stall is not None:
+                    self.on_stall()
+        if stalled and not self.closed and self.on_resume is not None:
+            self.on_resume(time.monotonic() - started)
+
+    def close(self) -> None:
+        """Refuse further items and release a blocked ``put``; what is queued stays for ``take``."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
 
     def take(self, limit: int, timeout: float) -> list[Inbound]:
         """Up to ``limit`` items, waiting at most ``timeout`` for the first one."""
@@ -99,7 +140,7 @@ class MqttSource:
 
     def __init__(self, settings: MqttSettings, max_pending: int = 50_000) -> None:
         self.settings = settings
-        self.queue = Inbox(max_pending)
+        self.queue = Inbox(max_pending, on_stall=self._on_stall, on_resume=self._on_resume)
         self.client = make_client(settings, settings.client_id, persistent=True, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -117,6 +158,7 @@ class MqttSource:
         self._connected_at = 0.0
         self._quick_drops = 0
         self._conflict_logged_at = 0.0
+        self._stalled_generation: int | None = None
 
     # --- paho callbacks (paho's network thread) -------------------------------------------------------
 
@@ -222,12 +264,36 @@ class MqttSource:
             log.info("ingest.subscribed", topic=self.settings.subscription(), qos=self.settings.qos)
             self.subscribed.set()
 
+    def _on_stall(self) -> None:
+        """The inbox is full and paho's thread has waited: it pings nobody, so count it as disconnected."""
+        self._stalled_generation = self._generation
+        self.connected.clear()
+        self.subscribed.clear()
+        log.warning(
+            "ingest.mqtt_disconnected",
+            reason="backpressure",
+            pending=len(self.queue),
+            note="the inbox is full, so paho's network thread waits and the broker holds the messages",
+        )
+
+    def _on_resume(self, blocked_s: float) -> None:
+        """Room again: within 1.5 keepalives the broker has kept the connection (MQTT 3.1.2.10).
+
+        After longer, it has closed it; paho's next read finds out, reconnects and resubscribes.
+        """
+        generation, self._stalled_generation = self._stalled_generation, None
+        if generation == self._generation and blocked_s < 1.5 * self.settings.keepalive_s:
+            self.connected.set()
+            self.subscribed.set()
+            log.info("ingest.mqtt_resumed", blocked_s=round(blocked_s, 1))
+
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
             try:
                 topic = msg.topic
             except UnicodeDecodeError:  # a broker should refuse these; if not, the decoder rejects it
                 topic = msg._topic.decode("utf-8", "backslashreplace")  # noqa: SLF001
+            # False only when stopping: not queued, not acked, so the broker redelivers it.
             self.queue.put(
                 Inbound(
                     topic,
@@ -286,8 +352,19 @@ class MqttSource:
         """Messages received but not yet taken by the pipeline."""
         return len(self.queue)
 
-    def stop(self) -> None:
-        """Disconnect cleanly; the broker keeps the session and anything not acked."""
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Disconnect; the broker keeps the session and anything not acked. Returns within ``timeout_s``.
+
+        Closing the inbox first releases paho's thread if it waits for room; messages it could not queue
+        are not acked, so the broker redelivers them. ``loop_stop`` has no timeout, so it runs in a
+        helper thread: if paho still does not finish (a TLS write to a dead peer), give up waiting - its
+        thread is a daemon and dies with the process.
+        """
         self._stopping = True
+        self.queue.close()
         self.client.disconnect()
-        self.client.loop_stop()
+        stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
+        if stopper.is_alive():
+            log.warning("ingest.mqtt_stop_timeout", timeout_s=timeout_s, note="messages not acked are redelivered")

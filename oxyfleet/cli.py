@@ -7,6 +7,7 @@ fix is printed); 3 a fatal runtime error from a service (credentials refused, da
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -43,10 +44,35 @@ def _settings(**overrides: Any) -> Settings:  # noqa: ANN401
         _fail(str(exc), EXIT_CONFIG)
 
 
-def _stop_on_signals() -> threading.Event:
+# A stop must finish in bounded time whatever the broker, InfluxDB and the spool are doing (issue 19):
+# the pipeline and the MQTT source stop on their own well inside this, and this watchdog is the backstop
+# for what they cannot bound (a request already on the wire, a stuck TLS write). Exiting hard is safe:
+# nothing unacked is lost (the broker redelivers it) and the spool survives a SIGKILL by design.
+STOP_BOUND_S: Final = 10.0
+
+
+def _force_exit_after(seconds: float) -> None:
+    def force() -> None:
+        import structlog  # noqa: PLC0415 - keep --help fast
+
+        structlog.get_logger("ingest.cli").error(
+            "ingest.stop_forced", after_s=seconds, note="unacked messages are redelivered by the broker"
+        )
+        sys.stdout.flush()
+        os._exit(EXIT_FAILED)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
+
+
+def _stop_on_signals(bound_s: float | None = None) -> threading.Event:
+    """An event set by SIGINT/SIGTERM; with ``bound_s``, the process exits at the latest that long after."""
     stop = threading.Event()
 
     def handler(_signum: int, _frame: object) -> None:
+        if bound_s is not None and not stop.is_set():
+            _force_exit_after(bound_s)
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
@@ -79,7 +105,7 @@ def run(duration: float | None, with_health: bool) -> None:
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
-    stop = _stop_on_signals()
+    stop = _stop_on_signals(STOP_BOUND_S)
     try:
         ingester = build_ingester(settings)
         if with_health:

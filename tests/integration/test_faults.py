@@ -565,3 +565,41 @@ def test_two_ingesters_on_a_shared_subscription_split_the_load(scenario: Any, tm
         assert min(a["messages_acked"], b["messages_acked"]) > load.messages * 0.2, (a, b)
     finally:
         second.stop()
+
+
+def test_sigterm_with_a_full_inbox_exits_in_bounded_time_and_loses_nothing(scenario: Any) -> None:
+    """Spool full, InfluxDB answering 503, inbox full (paho's thread waiting): SIGTERM still ends it."""
+    proxy = FaultProxy(SHARED_INFLUX)
+    try:
+        ingester, load_env = scenario(
+            influx_url=proxy.url,
+            db_url=SHARED_INFLUX,
+            OXYFLEET_SPOOL__MAX_BYTES="65536",
+            OXYFLEET_BUFFER__MAX_PENDING="2000",
+            OXYFLEET_MQTT__KEEPALIVE_S="5",
+        )
+        ingester.start()
+        proxy.mode = "503"
+        load = Load(load_env, messages=8_000, rate=2000, unit_prefix="TERM")
+        load.finish()
+        wait(
+            lambda: (m := ingester.metrics()).get("spool_full") == 1 and m.get("backlog", 0) >= 2000,
+            30,
+            "a full spool and a full inbox",
+        )
+        # The network thread waits for room: it is not connected in any useful sense, and says so.
+        wait(lambda: ingester.metrics().get("mqtt_subscribed") == 0, 10, "mqtt_subscribed 0")
+        assert '"reason": "backpressure"' in ingester.log.read_text(), ingester.tail()
+        time.sleep(9)  # past 1.5 keepalives: the broker has dropped the silent connection meanwhile
+        assert ingester.metrics().get("mqtt_subscribed") == 0
+        assert ingester.proc is not None
+        ingester.signal(signal.SIGTERM)
+        sent = time.monotonic()
+        ingester.proc.wait(15)
+        took = time.monotonic() - sent
+        assert took < 10.0, f"stop took {took:.1f} s\n{ingester.tail()}"
+        proxy.mode = "pass"
+        ingester.start()
+        assert_published_equals_stored(ingester, [load], SHARED_INFLUX)
+    finally:
+        proxy.close()
