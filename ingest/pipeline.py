@@ -187,7 +187,13 @@ class Pipeline:
                 first = decoded.readings[0]
                 lines.append(
                     self.builder.late_data(
-                        first.kind, first.unit_id, min(late_ts), max(late_ts), len(late_ts), msg.received_ns
+                        first.kind,
+                        first.unit_id,
+                        min(late_ts),
+                        max(late_ts),
+                        len(late_ts),
+                        msg.received_ns,
+                        msg.payload,  # keys the marker: a redelivery overwrites it (issue 19)
                     )
                 )
                 origins.append(_Origin(msg, first.unit_id))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 import paho.mqtt.client as mqtt
 import structlog
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.errors import SourceAuthError
 from core.mqtt import FATAL_CONNACK, connect_properties, make_client
@@ -197,7 +198,13 @@ class MqttSource:
                 session_present=bool(getattr(flags, "session_present", False)),
             )
             # Subscribe on every connect: cheap, and correct when the broker lost our session.
-            client.subscribe(self.settings.subscription(), qos=self.settings.qos)
+            if self.settings.protocol == "5":
+                # Retained status messages only with a new subscription: resubscribing on a kept session
+                # would otherwise replay every unit's last status as if it had just been published.
+                options = SubscribeOptions(qos=self.settings.qos, retainHandling=1)
+                client.subscribe(self.settings.subscription(), options=options)
+            else:
+                client.subscribe(self.settings.subscription(), qos=self.settings.qos)
         except Exception:
             self.callback_errors += 1
             log.exception("ingest.callback_failed", callback="on_connect")
@@ -367,4 +374,41 @@ class MqttSource:
         stopper.start()
         stopper.join(timeout_s)
         if stopper.is_alive():
-            log.warning("ingest.mqtt_stop_timeout", timeout_s=timeout_s, note="messages not acked are redelivered")
+            log.warning(
+                "ingest.mqtt_stop_timeout", timeout_s=timeout_s, note="messages not acked are redelivered"
+            )
+
+
+def probe_broker(settings: MqttSettings, timeout: float = 5.0) -> str | None:
+    """Connect once with a throwaway clean session; return None when fine, else what is wrong."""
+    client = make_client(
+        settings,
+        f"{settings.client_id}-check-{time.time_ns() % 1_000_000}",
+        persistent=False,
+        manual_ack=False,
+    )
+    result: dict[str, str | None] = {}
+    done = threading.Event()
+
+    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        result["error"] = None if not reason.is_failure else f"broker refused the connection: {reason}"
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(
+            settings.host,
+            settings.port,
+            keepalive=10,
+            properties=connect_properties(settings, persistent=False),
+        )
+    except (OSError, ValueError) as exc:
+        return f"cannot reach broker at {settings.host}:{settings.port}: {exc}"
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            return f"no CONNACK from {settings.host}:{settings.port} within {timeout:g} s"
+        return result.get("error")
+    finally:
+        client.disconnect()
+        client.loop_stop()

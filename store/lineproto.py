@@ -11,12 +11,17 @@ Unit ids never need escaping because the topic grammar already refused anything 
 ``[A-Za-z0-9_.-]``; the escaping is there for inventory text and for rejected payloads.
 
 Telemetry points carry the device's timestamp (``ts`` in ms), so a redelivered message writes the same
-series+time again and overwrites itself instead of counting twice. All writes use nanosecond precision
-because records without a device time (rejections, connection changes, counters) need unique times.
+series+time again and overwrites itself instead of counting twice; their tags are the inventory's as it
+stood at that time (:meth:`TagLookup.__call__`), so an inventory edit between write and ack does not
+move the copy to another series. Records without a device time (``rejected``, ``late_data``,
+``unit_connection``) get a time derived from the message instead of the receive clock alone
+(:func:`message_ns`), so that a redelivery overwrites its own point too. All writes use nanosecond
+precision.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +60,10 @@ _NS_PER_MS: Final = 1_000_000
 # Plain str copies for the per-reading path (formatting an enum member costs a method call).
 _SEQ: Final = str(TelemetryField.SEQ)
 _ALARM_COUNT: Final = str(TelemetryField.ALARM_COUNT)
+# Records without a device time are placed in the minute they were received (issue 19). A redelivery
+# within that minute - the usual case: a restart takes seconds - overwrites the first copy; one that
+# arrives in a later minute adds one point. The receive time itself stays in a field where it matters.
+KEY_WINDOW_NS: Final = 60 * 1_000_000_000
 MAX_STORED_PAYLOAD: Final = 1024
 
 _TAG_ESCAPES: Final = str.maketrans(
@@ -160,8 +169,8 @@ class TagLookup(Protocol):
 
     unregistered: int  # points tagged as unregistered so far
 
-    def __call__(self, unit_id: str) -> UnitTags:
-        """Tags for ``unit_id``; :class:`UnitTags` defaults for units not in the inventory."""
+    def __call__(self, unit_id: str, at_ms: int | None = None) -> UnitTags:
+        """Tags of ``unit_id`` in force at ``at_ms`` (epoch ms; now when None); defaults when unknown."""
         ...
 
     def refresh(self) -> None:
@@ -177,7 +186,7 @@ class StaticTags:
         self._default = UnitTags()
         self.unregistered = 0
 
-    def __call__(self, unit_id: str) -> UnitTags:
+    def __call__(self, unit_id: str, at_ms: int | None = None) -> UnitTags:  # noqa: ARG002 - no history
         """Tags for ``unit_id``."""
         tags = self._units.get(unit_id)
         if tags is None:
@@ -187,6 +196,19 @@ class StaticTags:
 
     def refresh(self) -> None:
         """Nothing to reload."""
+
+
+def message_ns(received_ns: int, *parts: str | bytes) -> int:
+    """A point time inside the minute of ``received_ns``, the same for every delivery of one message.
+
+    The offset inside the minute is a hash of ``parts`` (topic, payload, and what else tells records of
+    one message apart), so distinct records of a minute do not collide and a repeat of one overwrites it.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        digest.update(part.encode("utf-8", "surrogateescape") if isinstance(part, str) else part)
+        digest.update(b"\x00")
+    return received_ns - received_ns % KEY_WINDOW_NS + int.from_bytes(digest.digest()) % KEY_WINDOW_NS
 
 
 class LineBuilder:
@@ -203,8 +225,10 @@ class LineBuilder:
         self._last_ns = max(wanted_ns, self._last_ns + 1)
         return self._last_ns
 
-    def _series(self, measurement: str, kind: str, unit_id: str) -> str:
-        unit = self.tags(unit_id)
+    def _series(self, measurement: str, kind: str, unit_id: str, at_ms: int | None = None) -> str:
+        # Tags as the inventory stood at the point's time, so a redelivery after a move writes the same
+        # series again (one point per reading) instead of a copy under the new hospital (issue 19).
+        unit = self.tags(unit_id, at_ms)
         key = (kind, unit_id, unit)
         series = self._tag_cache.get(key)
         if series is None:
@@ -248,25 +272,43 @@ class LineBuilder:
         if reading.seq is not None:
             fields.append(f"{_SEQ}={reading.seq}i")
         return (
-            f"{self._series(Measurement.TELEMETRY, item.kind, item.unit_id)} {','.join(fields)} "
+            f"{self._series(Measurement.TELEMETRY, item.kind, item.unit_id, reading.ts)} {','.join(fields)} "
             f"{reading.ts * _NS_PER_MS}"
         )
 
     def late_data(
-        self, kind: str, unit_id: str, from_ms: int, to_ms: int, count: int, received_ns: int
+        self,
+        kind: str,
+        unit_id: str,
+        from_ms: int,
+        to_ms: int,
+        count: int,
+        received_ns: int,
+        key: bytes = b"",
     ) -> str:
-        """Marks a late upload: readings of ``unit_id`` between ``from_ms`` and ``to_ms`` arrived just now."""
-        ts = self.unique_ns(received_ns)
+        """Marks a late upload: readings of ``unit_id`` between ``from_ms`` and ``to_ms`` arrived just now.
+
+        Its time is in the minute of arrival (the health engine looks for markers by arrival, and picks
+        up one stamped after its last look on its next cycle), keyed by ``key`` (the message) and the
+        range so that a redelivery overwrites it.
+        """
+        ts = message_ns(received_ns, key, f"{from_ms}:{to_ms}:{count}")
         return (
-            f"{self._series(Measurement.LATE_DATA, kind, unit_id)} {LateField.FROM_MS}={from_ms}i,"
+            f"{self._series(Measurement.LATE_DATA, kind, unit_id, to_ms)} {LateField.FROM_MS}={from_ms}i,"
             f"{LateField.TO_MS}={to_ms}i,{LateField.COUNT}={count}i {ts}"
         )
 
     def connection(self, change: ConnectionChange) -> str:
-        """A device went online/offline (its MQTT will), at receive time."""
+        """A device went online/offline (its MQTT will): the unit's last reported state in that minute.
+
+        Status messages carry no time, so the point is the start of the minute of arrival: a redelivery
+        in the same minute overwrites it, and of a flap within one minute the last state stands (later
+        writes win at equal times), which is the state a dashboard must show.
+        """
         online = "true" if change.online else "false"
-        ts = self.unique_ns(change.received_ns)
-        return f"{self._series(Measurement.UNIT_CONNECTION, change.kind, change.unit_id)} {ConnectionField.ONLINE}={online} {ts}"
+        ts = change.received_ns - change.received_ns % KEY_WINDOW_NS
+        series = self._series(Measurement.UNIT_CONNECTION, change.kind, change.unit_id, ts // _NS_PER_MS)
+        return f"{series} {ConnectionField.ONLINE}={online} {ts}"
 
     def rejected(self, rej: Rejection) -> str:
         """The dead-letter record: reason as tag, everything needed to debug the device as fields."""
@@ -281,7 +323,8 @@ class LineBuilder:
         ]
         if rej.unit_id:
             fields.append(f'{RejectedField.UNIT_ID}="{escape_field_string(rej.unit_id)}"')
-        ts = self.unique_ns(rej.received_ns)
+        # Keyed by the message and the reason for it (one message may hold several bad readings).
+        ts = message_ns(rej.received_ns, rej.topic, rej.payload, rej.reason.value, rej.detail)
         return (
             f"{Measurement.REJECTED},{Tag.INSTANCE}={self.instance_tag},{Tag.REASON}={rej.reason.value} "
             f"{','.join(fields)} {ts}"

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
 
 from devices.catalog import CatalogError, load_catalog
-from devices.inventory import COLUMNS, SAMPLE_INVENTORY, InventoryError, load_inventory, parse_inventory
+from devices.inventory import (
+    COLUMNS,
+    SAMPLE_INVENTORY,
+    InventoryError,
+    load_inventory,
+    parse_inventory,
+    write_inventory,
+)
 from oxyfleet.cli import cli
 
 if TYPE_CHECKING:
@@ -84,6 +91,37 @@ def test_every_bad_row_is_reported_with_its_line_number() -> None:
         "inv.csv:10: unit_id 'OC 7' must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
         "inv.csv:10: serial is empty",
         "inv.csv:11: 5 fields, expected 9",
+    ]
+
+
+def test_a_unit_may_have_dated_rows_and_at_answers_by_time() -> None:
+    """Issue 19: a move is a new row with valid_from; the row in force at a time tags that time's data."""
+    moved = "OC-1,concentrator,OC-5-DONOR,SN1,RS Dua,Papua,donor-A,2021-08-01,0"
+    text = f"{HEADER},valid_from\n{GOOD},\n{moved},2025-06-01\nOC-2,concentrator,OC-5-DONOR,SN2,RS,Papua,d,2021-08-01,0,\n"
+    inventory = parse_inventory(text, today=date(2026, 1, 1), now=datetime(2026, 1, 1, tzinfo=UTC))
+    assert inventory.units["OC-1"].hospital == "RS Dua"  # in force now
+    june = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp() * 1000)
+    assert inventory.at("OC-1", june - 1).hospital == "RS Satu"  # type: ignore[union-attr]
+    assert inventory.at("OC-1", june).hospital == "RS Dua"  # type: ignore[union-attr]
+    assert inventory.at("OC-1", datetime(2020, 1, 1, tzinfo=UTC)).hospital == "RS Satu"  # type: ignore[union-attr]
+    assert inventory.at("OC-2", june) is inventory.units["OC-2"]
+    assert inventory.at("NOPE", june) is None
+    earlier = parse_inventory(text, today=date(2025, 1, 1), now=datetime(2025, 1, 1, tzinfo=UTC))
+    assert earlier.units["OC-1"].hospital == "RS Satu"  # a move dated in the future is not in force yet
+    assert parse_inventory(write_inventory(inventory.history["OC-1"]), today=date(2026, 1, 1)).history
+
+
+def test_dated_row_problems() -> None:
+    text = (
+        f"{HEADER},valid_from\n{GOOD},2025-06-01\n{GOOD},2025-06-01T00:00:00Z\n{GOOD},2025-13-01\n"
+        f"{GOOD},2025-07-01T08:00\nOC-9,concentrator,OC-5-DONOR,SN9,RS,Papua,d,2021-08-01,0,\n"
+        "OC-9,docs,DOCS-PSA-500,SN9,RS,Papua,d,2021-08-01,0,2025-06-01\n"
+    )
+    assert problems(text) == [
+        "inv.csv:3: unit_id OC-1 duplicates line 2 with the same valid_from",
+        "inv.csv:4: valid_from '2025-13-01' is not a date like 2026-03-01 or a time like 2026-03-01T08:00Z",
+        "inv.csv:5: valid_from '2025-07-01T08:00' needs a zone (Z or +hh:mm)",
+        "inv.csv: unit_id OC-9: its rows disagree on kind (a unit keeps its kind)",
     ]
 
 

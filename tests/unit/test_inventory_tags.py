@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from structlog.testing import capture_logs
@@ -44,7 +45,29 @@ def test_tags_come_from_the_inventory_and_follow_edits(tmp_path: Path) -> None:
     with capture_logs() as logs:
         tags.refresh()
     assert tags("OC-1").hospital == "RS Baru"
-    assert [e["event"] for e in logs] == ["ingest.inventory_reloaded"]
+    # An edit in place rewrites the unit's past (a redelivery would land in a second series): warned.
+    assert [e["event"] for e in logs] == ["ingest.inventory_history_rewritten", "ingest.inventory_reloaded"]
+
+
+def test_a_move_added_as_a_dated_row_tags_each_reading_by_its_time(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.csv"
+    row = "OC-1,concentrator,OC-5-DONOR,SN1,{},Papua,donor-A,2021-08-01,0,{}"
+    path.write_text(f"{HEADER},valid_from\n{row.format('RS Lama', '')}\n")
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    clock = Clock()
+    tags = InventoryTags(path, clock=clock)
+    moved_ms = 1_780_000_000_000
+    moved = datetime.fromtimestamp(moved_ms / 1000, tz=UTC).isoformat()
+    path.write_text(f"{HEADER},valid_from\n{row.format('RS Lama', '')}\n{row.format('RS Baru', moved)}\n")
+    os.utime(path, ns=(2_000_000_000, 2_000_000_000))
+    clock.now = 10
+    with capture_logs() as logs:
+        tags.refresh()
+    assert [e["event"] for e in logs] == ["ingest.inventory_reloaded"]  # a move, not a rewrite
+    assert tags("OC-1", moved_ms - 1).hospital == "RS Lama"
+    assert tags("OC-1", moved_ms).hospital == "RS Baru"
+    assert tags("OC-1").hospital == "RS Baru"  # now (the move is in the past)
+    assert tags.inventory.at("OC-1", moved_ms - 1) == tags.inventory.history["OC-1"][0]
 
 
 def test_a_broken_edit_keeps_the_previous_inventory_and_says_where(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ingest.decode import Decoder, Inbound, Reason, Rejection
-from store.lineproto import LineBuilder, StaticTags, UnitTags, escape_field_string, escape_tag
+from ingest.decode import ConnectionChange, Decoder, Inbound, Reason, Rejection
+from store.lineproto import KEY_WINDOW_NS, LineBuilder, StaticTags, UnitTags, escape_field_string, escape_tag
 
 NOW_NS = 1764140400000 * 1_000_000
 
@@ -41,14 +41,33 @@ def test_hostile_rejected_record_stays_one_line() -> None:
     assert "\n" not in line and "\r" not in line
     measurement_and_tags, rest = line.split(" ", 1)
     assert measurement_and_tags == "rejected,instance=test,reason=not_json"
-    assert rest.endswith(f" {NOW_NS}")
+    assert 0 <= int(rest.rsplit(" ", 1)[1]) - (NOW_NS - NOW_NS % KEY_WINDOW_NS) < KEY_WINDOW_NS
 
 
-def test_rejected_records_get_unique_timestamps() -> None:
+def test_a_redelivered_record_keeps_its_time_and_distinct_records_do_not_collide() -> None:
+    """Issue 19: rejected, late_data and unit_connection points are keyed by the message, not the clock."""
     builder = LineBuilder()
-    rej = Rejection(Reason.NOT_JSON, "x", "t", b"", NOW_NS)
-    stamps = {builder.rejected(rej).rsplit(" ", 1)[1] for _ in range(5)}
-    assert len(stamps) == 5
+    minute = NOW_NS - NOW_NS % KEY_WINDOW_NS
+
+    def stamp(line: str) -> int:
+        return int(line.rsplit(" ", 1)[1])
+
+    first = Rejection(Reason.NOT_JSON, "x", "t", b"abc", minute + 1_000_000_000)
+    again = Rejection(Reason.NOT_JSON, "x", "t", b"abc", minute + 41_000_000_000)  # redelivered 40 s later
+    assert stamp(builder.rejected(first)) == stamp(
+        builder.rejected(again)
+    )  # received_at differs, the time not
+    assert minute <= stamp(builder.rejected(first)) < minute + KEY_WINDOW_NS  # in the minute received
+    others = {
+        stamp(builder.rejected(Rejection(Reason.NOT_JSON, f"x{i}", "t", b"abc", minute))) for i in range(500)
+    }
+    assert len(others) == 500
+    late = [builder.late_data("concentrator", "U1", 1, 2, 2, minute + d, b"payload") for d in (0, 30 * 10**9)]
+    assert late[0] == late[1]
+    online = ConnectionChange("concentrator", "U1", True, minute + 5)
+    online_again = ConnectionChange("concentrator", "U1", True, minute + 20 * 10**9)
+    assert builder.connection(online) == builder.connection(online_again)
+    assert stamp(builder.connection(online)) == minute
 
 
 def test_numbers_are_always_float_fields() -> None:
