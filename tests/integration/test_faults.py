@@ -16,6 +16,7 @@ failures a loaded or restarting InfluxDB produces, on a schedule the test contro
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -32,7 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from store.reader import InfluxQL
 
@@ -99,9 +102,10 @@ class PrivateServices:
 
 
 class FaultProxy:
-    """HTTP proxy to the real InfluxDB that fails on command: ``mode`` is pass, 503, 429, or slow:<seconds>."""
+    """HTTP proxy to the real InfluxDB that fails on command: ``mode`` is pass, 503, 429, slow:<seconds>, or
+    lost-answer (InfluxDB stores the points, the answer never reaches the ingester: written, never acked)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str) -> None:  # noqa: C901 - one relay with a branch per fault mode
         self.mode = "pass"
         self.writes: list[tuple[float, str, int]] = []  # (time, mode, status) of each /write request
         target = urlsplit(upstream)
@@ -141,6 +145,10 @@ class FaultProxy:
                     conn.close()
                 if is_write:
                     proxy.writes.append((time.monotonic(), mode, resp.status))
+                if is_write and mode == "lost-answer":
+                    time.sleep(10)  # past the ingester's timeout; then the connection just closes
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(resp.status)
                     for key, value in resp.getheaders():
@@ -601,5 +609,99 @@ def test_sigterm_with_a_full_inbox_exits_in_bounded_time_and_loses_nothing(scena
         proxy.mode = "pass"
         ingester.start()
         assert_published_equals_stored(ingester, [load], SHARED_INFLUX)
+    finally:
+        proxy.close()
+
+
+def publish(port: int, topic_prefix: str, messages: list[tuple[str, bytes]]) -> None:
+    """Publish (topic suffix, payload) pairs at QoS 1 as a device would, and wait for every PUBACK."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for suffix, payload in messages:
+            info = client.publish(f"{topic_prefix}/{suffix}", payload, qos=1)
+            info.wait_for_publish(10)
+            assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_redelivery_after_an_inventory_move_and_of_records_without_device_time_adds_no_point(
+    scenario: Any, tmp_path: Path
+) -> None:
+    """Issue 19: written, not acked (the answer is lost), unit moved, ingester killed, redelivered.
+
+    Every reading stays one point under the hospital in force at its time, and the redelivered late
+    upload, bad message and status message overwrite their own points. Records without a device time are
+    keyed within the minute they arrive, so the scenario starts early in a minute (documented bound).
+    """
+    units = 10
+    inventory = tmp_path / "inventory.csv"
+    header = (
+        "unit_id,kind,model,serial,hospital,province,source,commissioned,last_service_run_hours,valid_from"
+    )
+    row = "MOVE-{:06d},concentrator,OC-5-DONOR,SN{},{},Papua,donor-A,2021-08-01,0,{}"
+    inventory.write_text("\n".join([header, *(row.format(i, i, "RS Lama", "") for i in range(units))]) + "\n")
+    proxy = FaultProxy(SHARED_INFLUX)
+    try:
+        ingester, load_env = scenario(
+            influx_url=proxy.url,
+            db_url=SHARED_INFLUX,
+            OXYFLEET_SPOOL__ENABLED="false",  # nothing is acked until InfluxDB's answer arrives
+            OXYFLEET_INVENTORY_FILE=str(inventory),
+        )
+        prefix = load_env["OXYFLEET_MQTT__TOPIC_PREFIX"]
+        ingester.start()
+        wait(lambda: time.time() % 60 < 25, 60, "the start of a minute", 0.5)
+        proxy.mode = "lost-answer"
+        load = Load(load_env, messages=2_000, rate=0, unit_prefix="MOVE", units=units)
+        load.finish()
+        now = int(time.time() * 1000)
+        reading = '{"ts":%d,"seq":%d,"purity_pct":93.1,"flow_lpm":5.02,"setpoint_lpm":5.0,"outlet_kpa":55.2}'
+        late = json.dumps({"readings": [json.loads(reading % (now - 600_000 + i, i)) for i in range(3)]})
+        publish(
+            int(load_env["OXYFLEET_MQTT__PORT"]),
+            prefix,
+            [
+                ("concentrator/MOVE-000001/telemetry", late.encode()),
+                ("concentrator/MOVE-000002/telemetry", b"not json"),
+                ("concentrator/MOVE-000003/status", b"online"),
+            ],
+        )
+        reader = InfluxQL(SHARED_INFLUX, ingester.env["OXYFLEET_INFLUX__DATABASE"])
+
+        def count(query: str) -> int:
+            rows = reader.rows(query)
+            return int(rows[0]["n"]) if rows else 0
+
+        telemetry = "SELECT count(purity_pct) AS n FROM telemetry WHERE hospital = '{}'"
+        wait(lambda: count(telemetry.format("RS Lama")) == 2_003, 30, "the first copy in InfluxDB")
+        wait(lambda: count("SELECT count(online) AS n FROM unit_connection") == 1, 10, "the status point")
+        assert ingester.metrics()["messages_acked"] == 0  # written, never acked
+        # The unit moves from now on: a new dated row, as docs/operations.md tells technicians to do.
+        moved = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+        with inventory.open("a") as out:
+            out.write("\n".join(row.format(i, i, "RS Baru", moved) for i in range(units)) + "\n")
+        ingester.kill()
+        proxy.mode = "pass"
+        ingester.start()
+        wait(lambda: ingester.metrics().get("messages_acked", 0) >= 2_003, 30, "the redelivery acked")
+        time.sleep(2)
+        assert count(telemetry.format("RS Lama")) == 2_003  # each reading once, under the old hospital
+        assert count(telemetry.format("RS Baru")) == 0
+        assert count("SELECT count(count) AS n FROM late_data") == 1
+        assert count("SELECT count(payload_bytes) AS n FROM rejected") == 1
+        assert count("SELECT count(online) AS n FROM unit_connection") == 1
+        # A reading taken after the move goes to the new hospital.
+        time.sleep(1.5)
+        publish(
+            int(load_env["OXYFLEET_MQTT__PORT"]),
+            prefix,
+            [("concentrator/MOVE-000004/telemetry", (reading % (int(time.time() * 1000), 9)).encode())],
+        )
+        wait(lambda: count(telemetry.format("RS Baru")) == 1, 20, "the reading after the move")
+        reader.close()
     finally:
         proxy.close()
