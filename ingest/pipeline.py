@@ -43,6 +43,10 @@ __all__ = ["Pipeline", "Source"]
 log = structlog.get_logger("ingest.pipeline")
 
 _RATE_WINDOW_S = 10.0
+# Stats points InfluxDB could not take yet, kept with their times (issue 19: an outage must show in the
+# stored ``oxyfleet_ingest`` series). 8,640 points are a day at the default 10 s interval, ~10 MB at most.
+_STATS_KEPT = 8_640
+_STATS_HEADROOM = 1 << 20  # at a stop they may go past a full spool's bound by this much (spool.put)
 
 
 class Source(Protocol):
@@ -109,13 +113,15 @@ class Pipeline:
         self._replayed: deque[tuple[float, int]] = deque()  # (clock, points) of recent replays, for the rate
         self._spool_full = False
         self._unwritable: str | None = None  # why InfluxDB cannot be written right now (for /healthz)
+        self._stats_pending: deque[str] = deque(maxlen=_STATS_KEPT)
+        self._next_stats = clock() + stats_interval_s
 
     # --- loop ----------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Collect, write and ack batches until ``stop`` (or ``duration_s``) - then flush and return."""
         end = None if duration_s is None else self.clock() + duration_s
-        next_stats = self.clock() + self.stats_interval_s
+        self._next_stats = self.clock() + self.stats_interval_s
         while not stop.is_set():
             if self.source.fatal is not None:
                 raise self.source.fatal
@@ -126,13 +132,16 @@ class Pipeline:
                 if batch:
                     self.handle(batch, stop)
                 self.replay(stop, self.replay_budget_s)
-                if self.clock() >= next_stats:
-                    next_stats = self.clock() + self.stats_interval_s
-                    self.write_stats()
+                self._stats_if_due()
             except StoppedError:
                 log.info("ingest.stopped_unacked", messages=len(batch))
                 return
         # Whatever was collected is handled; the rest of the queue is unacked and will be redelivered.
+
+    def _stats_if_due(self) -> None:
+        if self.clock() >= self._next_stats:
+            self._next_stats = self.clock() + self.stats_interval_s
+            self.write_stats()
 
     def _collect(self, stop: threading.Event) -> list[Inbound]:
         batch = self.source.take(self.buffer.batch_size, 0.2)
@@ -287,8 +296,12 @@ class Pipeline:
             if self.clock() < self._retry_at:
                 if self._to_spool(lines, n_data):
                     return None
-                if stop.wait(max(0.0, self._retry_at - self.clock())):
+                # Held with the spool full: keep taking stats points meanwhile (kept until InfluxDB is
+                # back), so the stored series shows this very state (issue 19).
+                self._stats_if_due()
+                if stop.wait(max(0.0, min(self._retry_at, self._next_stats) - self.clock())):
                     raise StoppedError
+                continue
             try:
                 report = self.sink.write(lines)
             except SinkRetryableError as exc:
@@ -300,7 +313,10 @@ class Pipeline:
     def _to_spool(self, lines: list[str], n_data: int) -> bool:
         if self.spool is None:
             return False
-        if self.spool.put(lines, n_data):
+        # Stats points waiting for InfluxDB ride along (after the data lines, so replay counts stay
+        # right): on disk they survive a restart, and replay writes them with their original times.
+        if self.spool.put([*lines, *self._stats_pending], n_data):
+            self._stats_pending.clear()
             self.stats.batches_spooled += 1
             if self._spool_full:
                 self._spool_full = False
@@ -422,23 +438,37 @@ class Pipeline:
         return done
 
     def write_stats(self) -> None:
-        """Store the counters in ``oxyfleet_ingest``; best effort (one try), never blocks ingestion.
+        """Store the counters in ``oxyfleet_ingest`` with the time they describe; never blocks ingestion.
 
-        Skipped while backing off: a throttling InfluxDB asked for quiet, and the counters are cumulative,
-        so the next point covers the gap (``/metrics`` stays live meanwhile).
+        A point InfluxDB cannot take now is kept (in memory, and in the spool with the next spooled
+        batch) and written later with its own time, so an outage shows in the stored series afterwards
+        (issue 19). Nothing is sent while backing off: a throttling InfluxDB asked for quiet.
         """
+        self._stats_pending.append(self.builder.stats(self.snapshot()))
         if self.clock() < self._retry_at:
             return
         try:
-            self.sink.write([self.builder.stats(self.snapshot())])
+            self.sink.write(list(self._stats_pending))
         except SinkFatalError:
             raise
         except SinkError as exc:
             if isinstance(exc, SinkRetryableError):
                 self._cannot_write(exc)
-            log.debug("ingest.stats_not_written", error=str(exc))
-        else:
-            self._unwritable = None
+            log.debug("ingest.stats_not_written", error=str(exc), kept=len(self._stats_pending))
+            return
+        self._unwritable = None
+        if len(self._stats_pending) > 1:
+            log.info("ingest.stats_caught_up", points=len(self._stats_pending))
+        self._stats_pending.clear()
+
+    def keep_stats(self) -> None:
+        """At stop during an outage: the points InfluxDB has not taken, and a last one, go to the spool."""
+        if self.spool is None or not self._stats_pending:
+            return
+        self._stats_pending.append(self.builder.stats(self.snapshot()))
+        if not self.spool.put(list(self._stats_pending), 0, headroom=_STATS_HEADROOM):
+            log.warning("ingest.stats_lost", points=len(self._stats_pending), note="the spool has no room")
+        self._stats_pending.clear()
 
     def snapshot(self) -> dict[str, int | float]:
         """Counters plus gauges of the moment."""
@@ -460,6 +490,11 @@ class Pipeline:
         self.stats.gauges["spool_full"] = int(self._spool_full)
         self.stats.gauges["spool_corrupt"] = spool.corrupt if spool else 0
         self.stats.gauges["spool_replay_points_per_s"] = self._replay_rate()
+        broker = getattr(self.source, "broker", None)
+        if broker is not None:  # what the broker holds besides our inbox (-1: it does not say)
+            self.stats.gauges["broker_stored_messages"] = broker.messages
+            self.stats.gauges["broker_stored_bytes"] = broker.bytes
+        self.stats.gauges["stats_pending"] = len(self._stats_pending)
         return self.stats.snapshot()
 
     def _replay_rate(self) -> float:

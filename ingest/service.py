@@ -46,6 +46,7 @@ class Ingester:
         try:
             self.pipeline.run(stop, duration_s)
         finally:
+            self.pipeline.keep_stats()  # stats points an outage kept from InfluxDB go to the spool
             self.source.stop()
             self.sink.close()
             if self.pipeline.spool is not None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from core.settings import MqttSettings
 
-__all__ = ["Inbox", "MqttSource"]
+__all__ = ["BrokerStore", "Inbox", "MqttSource"]
 
 log = structlog.get_logger("ingest.source")
 
@@ -136,6 +136,66 @@ class Inbox:
         return len(self._items)
 
 
+class BrokerStore:
+    """What the broker holds in its store, from Mosquitto's ``$SYS/broker/store/messages/{count,bytes}``.
+
+    The backlog that matters during an outage is the one the broker keeps for us (issue 19: the inbox
+    said 8,900 while Mosquitto held 64,197). Its own connection (clean session, QoS 0), because the
+    ingester's connection stops reading exactly then (backpressure). Mosquitto's figures cover the
+    whole broker (every session's queue plus retained messages), published every ``sys_interval``
+    (default 10 s). ``-1`` means unknown: another broker, ``$SYS`` denied by the ACL, or not yet heard.
+    EMQX, HiveMQ and VerneMQ report queue depths through their HTTP APIs and metrics endpoints instead
+    (docs/operations.md).
+    """
+
+    TOPIC: Final = "$SYS/broker/store/messages/+"
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self.messages = -1
+        self.bytes = -1
+        self.client = make_client(settings, f"{settings.client_id}-sys", persistent=False, manual_ack=False)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self._settings = settings
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object
+    ) -> None:
+        if not reason.is_failure:
+            client.subscribe(self.TOPIC, qos=0)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            value = int(msg.payload)
+        except ValueError:
+            return
+        if msg.topic.endswith("/count"):
+            self.messages = value
+        elif msg.topic.endswith("/bytes"):
+            self.bytes = value
+
+    def start(self) -> None:
+        """Connect in the background (paho retries on its own)."""
+        s = self._settings
+        self.client.connect_async(
+            s.host, s.port, keepalive=s.keepalive_s, properties=connect_properties(s, persistent=False)
+        )
+        self.client.loop_start()
+
+    def stop(self, timeout_s: float) -> None:
+        """Disconnect, waiting at most ``timeout_s``."""
+        self.client.disconnect()
+        _join(self.client, timeout_s)
+
+
+def _join(client: mqtt.Client, timeout_s: float) -> bool:
+    """``loop_stop`` with a bound: it has no timeout of its own, so it runs in a daemon helper thread."""
+    stopper = threading.Thread(target=client.loop_stop, name="mqtt-stop", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s)
+    return not stopper.is_alive()
+
+
 class MqttSource:
     """Subscribes, queues messages for the pipeline, and acks them when told to."""
 
@@ -152,6 +212,7 @@ class MqttSource:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.fatal: SourceAuthError | None = None
+        self.broker = BrokerStore(settings)
         self.reconnects = 0
         self.callback_errors = 0
         self.client_id_conflicts = 0
@@ -329,6 +390,7 @@ class MqttSource:
             properties=connect_properties(s, persistent=True),
         )
         self.client.loop_start()
+        self.broker.start()
 
     def take(self, limit: int, timeout: float) -> list[Inbound]:
         """Up to ``limit`` waiting messages; waits at most ``timeout`` for the first."""
@@ -370,10 +432,8 @@ class MqttSource:
         self._stopping = True
         self.queue.close()
         self.client.disconnect()
-        stopper = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
-        stopper.start()
-        stopper.join(timeout_s)
-        if stopper.is_alive():
+        self.broker.stop(1.0)
+        if not _join(self.client, timeout_s):
             log.warning(
                 "ingest.mqtt_stop_timeout", timeout_s=timeout_s, note="messages not acked are redelivered"
             )

@@ -155,12 +155,16 @@ class Spool:
 
     # --- operations -----------------------------------------------------------------------------------
 
-    def put(self, lines: Sequence[str], n_data: int) -> bool:
-        """Persist a batch durably; False (and nothing written) when it does not fit or the disk fails."""
+    def put(self, lines: Sequence[str], n_data: int, *, headroom: int = 0) -> bool:
+        """Persist a batch durably; False (and nothing written) when it does not fit or the disk fails.
+
+        ``headroom`` bytes beyond the bound are allowed: the ingester's last stats points at a stop
+        during an outage (a few KB) are worth keeping even when data batches no longer fit.
+        """
         body = "\n".join(lines).encode()
         created_ns = time.time_ns()
         data = _header(len(lines), n_data, body, created_ns) + body
-        if not self.has_room(len(data)):
+        if not self.has_room(len(data) - headroom):
             return False
         seq = self._next_seq
         tmp = self.directory / f"{seq:016d}.tmp"

@@ -526,10 +526,13 @@ def test_influxdb_answering_503_429_and_slowly(scenario: Any) -> None:
 
 def test_a_full_spool_stops_acks_and_the_broker_holds_the_rest(scenario: Any) -> None:
     proxy = FaultProxy(SHARED_INFLUX)
-    max_bytes = 64 * 1024
+    max_bytes = 256 * 1024  # a few batches fit, the load does not
     try:
         ingester, load_env = scenario(
-            influx_url=proxy.url, db_url=SHARED_INFLUX, OXYFLEET_SPOOL__MAX_BYTES=str(max_bytes)
+            influx_url=proxy.url,
+            db_url=SHARED_INFLUX,
+            OXYFLEET_SPOOL__MAX_BYTES=str(max_bytes),
+            OXYFLEET_STATS_INTERVAL_S="1",
         )
         ingester.start()
         proxy.mode = "503"
@@ -542,9 +545,24 @@ def test_a_full_spool_stops_acks_and_the_broker_holds_the_rest(scenario: Any) ->
         spool_dir = Path(ingester.env["OXYFLEET_SPOOL__DIR"])
         assert sum(p.stat().st_size for p in spool_dir.glob("*.batch")) <= max_bytes
         assert held["messages_acked"] == full["messages_acked"] < load.messages  # acks stopped
+        assert held["broker_stored_messages"] > 0  # Mosquitto's $SYS: what it holds besides our inbox
         proxy.mode = "pass"
         assert_published_equals_stored(ingester, [load], SHARED_INFLUX)
         assert ingester.metrics()["spool_full"] == 0
+        # Issue 19: the outage is in the stored series afterwards, at the times it happened.
+        reader = InfluxQL(SHARED_INFLUX, ingester.env["OXYFLEET_INFLUX__DATABASE"])
+        try:
+            during = reader.rows(
+                "SELECT max(spool_full) AS full, max(spool_batches) AS batches, max(spool_bytes) AS bytes, "
+                "max(broker_stored_messages) AS broker, count(spool_full) AS n FROM oxyfleet_ingest"
+            )[0]
+        finally:
+            reader.close()
+        assert during["full"] == 1, during
+        assert during["batches"] > 0
+        assert during["bytes"] > max_bytes // 2
+        assert during["broker"] > 0
+        assert during["n"] >= 4  # a point a second through the outage, not one at its end
     finally:
         proxy.close()
 
@@ -585,6 +603,7 @@ def test_sigterm_with_a_full_inbox_exits_in_bounded_time_and_loses_nothing(scena
             OXYFLEET_SPOOL__MAX_BYTES="65536",
             OXYFLEET_BUFFER__MAX_PENDING="2000",
             OXYFLEET_MQTT__KEEPALIVE_S="5",
+            OXYFLEET_STATS_INTERVAL_S="1",
         )
         ingester.start()
         proxy.mode = "503"
@@ -606,9 +625,19 @@ def test_sigterm_with_a_full_inbox_exits_in_bounded_time_and_loses_nothing(scena
         ingester.proc.wait(15)
         took = time.monotonic() - sent
         assert took < 10.0, f"stop took {took:.1f} s\n{ingester.tail()}"
+        stopped_ns = time.time_ns()
         proxy.mode = "pass"
         ingester.start()
         assert_published_equals_stored(ingester, [load], SHARED_INFLUX)
+        # The stats points of the outage survived the stop (spooled with it) and carry their own times.
+        reader = InfluxQL(SHARED_INFLUX, ingester.env["OXYFLEET_INFLUX__DATABASE"])
+        try:
+            rows = reader.rows(
+                f"SELECT count(spool_full) AS n FROM oxyfleet_ingest WHERE spool_full = 1 AND time < {stopped_ns}"
+            )
+        finally:
+            reader.close()
+        assert rows and rows[0]["n"] >= 10, rows
     finally:
         proxy.close()
 

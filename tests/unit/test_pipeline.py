@@ -322,3 +322,29 @@ def test_healthz_answers_503_with_the_reason_and_200_again() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_stats_points_of_an_outage_are_kept_with_their_times_and_written_afterwards(tmp_path: Path) -> None:
+    """Issue 19: the ingester's own numbers survive the outage they describe (memory, then the spool)."""
+    source = FakeSource([msg(i, unit=f"U{i}") for i in range(2)])
+    transport = RecordingTransport([SinkRetryableError("down")] * 4)
+    spool = Spool(tmp_path, 1 << 20)
+    pipeline = make(source, transport, spool, batch_size=1)
+    stop = threading.Event()
+    pipeline.write_stats()  # InfluxDB down: kept in memory
+    pipeline.write_stats()
+    assert pipeline.snapshot()["stats_pending"] == 2
+    pipeline.handle(pipeline._collect(stop), stop)  # spooled, and the stats points ride along
+    assert (spool.batches, pipeline.snapshot()["stats_pending"]) == (1, 0)
+    pipeline._retry_at = 0.0
+    pipeline.write_stats()  # the third failure: kept again
+    pipeline.keep_stats()  # stopping during the outage: to the spool, with a last point
+    assert spool.batches == 2
+    pipeline._retry_at = 0.0
+    assert pipeline.replay(stop, 10) == 2
+    stats = [line for line in transport.lines if line.startswith("oxyfleet_ingest,")]
+    assert len(stats) == 4
+    times = [int(line.rsplit(" ", 1)[1]) for line in stats]
+    assert times == sorted(times)  # original times, in order
+    assert "spool_batches=0i" in stats[0]
+    assert "spool_batches=1i" in stats[2]
