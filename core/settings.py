@@ -294,9 +294,13 @@ class SpoolSettings(_Section):
         description="Spool directory, one per ingester process (a volume in containers).",
     )
     max_bytes: int = Field(
-        4 * 1024**3,
+        # Sized from the fleet rate and an outage to ride out without leaning on the broker (issue 19):
+        # 2,000 readings/s (20,000 units every 10 s) x ~300 bytes of line protocol x 12 hours (a night
+        # without anyone on call) = 25.9 GB. Beyond it acks stop and the broker holds the rest, where a
+        # broker crash can lose what it has not saved yet (docs/operations.md, "What survives what").
+        24 * 1024**3,
         ge=4096,
-        description="Spool bound; when full the ingester stops acking and the broker holds the rest.",
+        description="Spool bound (default: 12 h of a 2,000 msg/s fleet); when full, acks stop and the broker holds the rest.",
     )
     fsync: bool = Field(
         default=True, description="fsync each spooled batch before acking it (off only for throwaway tests)."

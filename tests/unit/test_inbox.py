@@ -125,3 +125,35 @@ def test_a_lone_disconnect_long_after_connecting_is_not_a_conflict() -> None:
             source._connected_at = time.monotonic()  # dropped right after each CONNACK: a twin
             source._on_disconnect(source.client, None, None, unspecified, None)
     assert [e["event"] for e in logs].count("ingest.mqtt_client_id_conflict") == 1
+
+
+def test_close_releases_a_blocked_producer_and_refuses_more() -> None:
+    """Issue 19: a stop must not wait for room; what could not be queued stays unacked (redelivered)."""
+    box = Inbox(2)
+    box.put(item(0))
+    box.put(item(1))
+    results: list[bool] = []
+    producer = threading.Thread(target=lambda: results.append(box.put(item(2))), daemon=True)
+    producer.start()
+    time.sleep(0.1)
+    assert producer.is_alive()  # waiting for room
+    box.close()
+    producer.join(2)
+    assert results == [False]
+    assert not box.put(item(3))
+    assert [m.received_ns for m in box.take(10, 0)] == [0, 1]  # what was queued is still handed out
+
+
+def test_a_producer_waiting_longer_than_stall_s_is_reported_and_its_resume_too() -> None:
+    events: list[str] = []
+    box = Inbox(
+        1, stall_s=0.1, on_stall=lambda: events.append("stall"), on_resume=lambda s: events.append(f"{s:.1f}")
+    )
+    box.put(item(0))
+    producer = threading.Thread(target=box.put, args=(item(1),), daemon=True)
+    producer.start()
+    time.sleep(0.5)
+    assert events == ["stall"]
+    box.take(1, 0)
+    producer.join(2)
+    assert events[0] == "stall" and float(events[1]) >= 0.4
