@@ -159,7 +159,7 @@ def publish_load(port: int, messages: int, rate: int, unit_prefix: str) -> float
     started = time.monotonic()
     load = subprocess.run(  # noqa: S603 - our own interpreter and arguments
         [
-            sys.executable, "-m", "ingest", "simulate", "--load", "--qos=1",
+            sys.executable, "-m", "oxyfleet", "simulate", "--load", "--qos=1",
             f"--messages={messages}", f"--rate={rate}", "--units=1000", f"--unit-prefix={unit_prefix}",
         ],
         env=env, cwd=ROOT, capture_output=True, text=True, check=False,

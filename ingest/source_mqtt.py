@@ -14,6 +14,9 @@ Acks and reconnects: packet ids are per connection. A message received on an ear
 be acked on the current one (its id may now belong to another message); the broker redelivers it
 instead, and because writes are idempotent the second write changes nothing. A lock makes "is this the
 current connection? then ack" atomic with respect to reconnects.
+
+Long module: the inbox, the source and the broker-store reader share one concern, what the MQTT side
+holds and when it lets go of it (backpressure, stop, redelivery), and read best side by side.
 """
 
 from __future__ import annotations
