@@ -744,12 +744,6 @@ def _autosave(conf_text: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 19 follow-up: in this run the ingester logged ingest.mqtt_disconnected when Mosquitto was "
-    "SIGKILLed and never reconnected to the restarted broker within 120 s (no ingest.mqtt_connected); the "
-    "loss bound itself is measured by bench/broker_durability.py (docs/operations.md)",
-)
 def test_broker_sigkilled_with_a_full_spool_loses_at_most_the_documented_bound(
     private_services: PrivateServices, scenario: Any
 ) -> None:
