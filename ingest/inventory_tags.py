@@ -1,9 +1,9 @@
 """Inventory-backed tags for every point: model, hospital and province per unit, reloaded on change.
 
-The file is checked (one ``stat``) at most every ``check_interval_s`` from the pipeline thread, between
-batches, so a technician's edit shows up in new points within seconds, without a restart. A broken edit
-never takes the ingester down: the previous inventory stays in force and the problems are logged with
-their line numbers. Units that are not in the inventory are tagged ``unregistered``, counted and logged
+The file is checked from the pipeline thread, between batches, by the one reload rule every process
+follows (:class:`~devices.inventory_watch.InventoryWatcher`: at most every ``check_interval_s``; a broken
+edit keeps the previous inventory and is logged once with its line numbers), so a technician's edit shows
+up in new points within seconds, without a restart. Units that are not in the inventory are tagged ``unregistered``, counted and logged
 once each: they are stored, never rejected, because a unit missing from a spreadsheet is an inventory
 problem, not bad data.
 """
@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from devices.inventory import Inventory, InventoryError, load_inventory
+from devices.inventory_watch import InventoryWatcher
 from store.lineproto import UnitTags
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    from devices.inventory import Inventory
 
 __all__ = ["InventoryTags"]
 
@@ -43,24 +45,27 @@ class InventoryTags:
         self, path: Path, check_interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.path = path
-        self.check_interval_s = check_interval_s
-        self.clock = clock
-        self.inventory = load_inventory(path)  # a broken file at startup is a configuration error
+        # A broken file at startup is a configuration error: InventoryError propagates.
+        self.watcher = InventoryWatcher(path, check_interval_s, events="ingest", clock=clock)
         self._tags = _tags(self.inventory)
-        self._signature = self._stat()
-        self._next_check = clock() + check_interval_s
         self._default = UnitTags()
         self._seen_unregistered: set[str] = set()
         self.unregistered = 0
-        self.reloads = 0
-        self.reload_errors = 0
 
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+    @property
+    def inventory(self) -> Inventory:
+        """The inventory in force."""
+        return self.watcher.inventory
+
+    @property
+    def reloads(self) -> int:
+        """Edits taken into force."""
+        return self.watcher.reloads
+
+    @property
+    def reload_errors(self) -> int:
+        """Edits refused (the previous inventory stayed in force)."""
+        return self.watcher.reload_errors
 
     def __call__(self, unit_id: str) -> UnitTags:
         """Tags for ``unit_id``; ``unregistered`` ones for units not in the inventory."""
@@ -80,28 +85,6 @@ class InventoryTags:
 
     def refresh(self) -> None:
         """Reload the file if it changed since the last check (cheap when it did not)."""
-        now = self.clock()
-        if now < self._next_check:
-            return
-        self._next_check = now + self.check_interval_s
-        signature = self._stat()
-        if signature == self._signature:
-            return
-        self._signature = signature
-        try:
-            inventory = load_inventory(self.path)
-        except InventoryError as exc:
-            self.reload_errors += 1
-            log.error(  # noqa: TRY400 - the problems list is the useful part, not a traceback
-                "ingest.inventory_invalid",
-                path=str(self.path),
-                problems=exc.problems[:20],
-                count=len(exc.problems),
-                note="the previous inventory stays in force",
-            )
-            return
-        self.inventory = inventory
-        self._tags = _tags(inventory)
-        self._seen_unregistered.clear()
-        self.reloads += 1
-        log.info("ingest.inventory_reloaded", path=str(self.path), units=len(inventory))
+        if self.watcher.refresh():
+            self._tags = _tags(self.inventory)
+            self._seen_unregistered.clear()
