@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from core.errors import ConfigError, SinkError, SinkFatalError, SourceAuthError
+from core.errors import ConfigError, SinkError, SinkFatalError, SinkRetryableError, SourceAuthError
 from devices.credentials import CredentialsError
 from devices.inventory import InventoryError
 
@@ -171,7 +171,8 @@ def _message(exc: Exception) -> tuple[str, int] | None:  # noqa: PLR0911 - one b
         return describe(exc), EXIT_FATAL
     if isinstance(exc, SinkError):
         url = _recalled(_INFLUX_URL)
-        hint = f" (is InfluxDB running at {url}? `oxyfleet check` tells more)" if url else ""
+        unreachable = isinstance(exc, SinkRetryableError) and exc.status is None  # no HTTP answer at all
+        hint = f" (is InfluxDB running at {url}? `oxyfleet check` tells more)" if url and unreachable else ""
         return describe(exc) + hint, EXIT_FAILED
     if isinstance(exc, InventoryError):
         return f"inventory has problems:\n{exc}", EXIT_FAILED
