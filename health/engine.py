@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from core.errors import SinkError, SinkFatalError
-from devices.inventory_watch import InventoryWatcher
+from core.inventory_watch import InventoryWatcher
 from health.model import Evaluation, UnitStatus
 from health.rules import (
     MINUTE_MS,

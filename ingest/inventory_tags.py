@@ -1,7 +1,7 @@
 """Inventory-backed tags for every point: model, hospital and province per unit, reloaded on change.
 
 The file is checked from the pipeline thread, between batches, by the one reload rule every process
-follows (:class:`~devices.inventory_watch.InventoryWatcher`: at most every ``check_interval_s``; a broken
+follows (:class:`~core.inventory_watch.InventoryWatcher`: at most every ``check_interval_s``; a broken
 edit keeps the previous inventory and is logged once with its line numbers), so a technician's edit shows
 up in new points within seconds, without a restart. Units that are not in the inventory are tagged ``unregistered``, counted and logged
 once each: they are stored, never rejected, because a unit missing from a spreadsheet is an inventory
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from devices.inventory_watch import InventoryWatcher
+from core.inventory_watch import InventoryWatcher
 from store.lineproto import UnitTags
 
 if TYPE_CHECKING:

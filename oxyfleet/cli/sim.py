@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,7 @@ from oxyfleet.cli.output import progress
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from core.settings import Settings
     from fleetsim.simulator import Simulator
 
 __all__ = ["demo", "simulate"]
@@ -46,6 +47,13 @@ def demo(units: int, duration: float | None, refresh: float, speed: float, seed:
     stop = stop_on_signals()
     ok = run_demo(loaded, stop, units=units, duration_s=duration, refresh_s=refresh, seed=seed, speed=speed)
     sys.exit(0 if ok else EXIT_FAILED)
+
+
+def _login(loaded: Settings) -> dict[str, Any]:
+    """How the simulator and the load generator log in and encrypt: as OXYFLEET_MQTT__* say."""
+    mq = loaded.mqtt
+    ca_file = str(mq.ca_file) if mq.ca_file else None
+    return {"username": mq.username, "password": mq.password_value(), "tls": mq.tls, "ca_file": ca_file}
 
 
 @contextlib.contextmanager
@@ -159,10 +167,7 @@ def simulate(
             processes=processes,
             unit_prefix=unit_prefix,
             live_ts=live_ts,
-            username=mq.username,
-            password=mq.password_value(),
-            tls=mq.tls,
-            ca_file=str(mq.ca_file) if mq.ca_file else None,
+            **_login(loaded),
         )
         click.echo(
             f"published {result.messages} readings from {units} units at QoS {qos} in {result.seconds:.2f} s: "
@@ -196,10 +201,7 @@ def simulate(
         mq.host,
         mq.port,
         qos=qos,
-        username=mq.username,
-        password=mq.password_value(),
-        tls=mq.tls,
-        ca_file=str(mq.ca_file) if mq.ca_file else None,
+        **_login(loaded),
         client_id=f"oxyfleet-sim-{seed}-{time.time_ns() % 10**6}",
     )
     stop = stop_on_signals()

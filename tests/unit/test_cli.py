@@ -228,14 +228,8 @@ def test_plain_table_when_not_on_a_terminal_cuts_no_name(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("width", [80, 100, 140])
 def test_terminal_table_fits_the_width_and_cuts_no_name(width: int) -> None:
-    columns = [
-        Column("unit", name=True),
-        Column("hospital", name=True),
-        Column("state"),
-        Column("reason"),
-        Column("since (UTC)"),
-        Column("avail %", justify="right"),
-    ]
+    columns = [Column("unit", name=True), Column("hospital", name=True)]
+    columns += [Column("state"), Column("reason"), Column("since (UTC)"), Column("avail %", justify="right")]
     rows = [
         ["OC-JKT-00001", LONG, "underperforming", "low_purity_and_low_flow", "2026-11-30 00:34:38", "93.25"],
         ["DOCS-PAPUA-01", "RSUD Pegunungan Tengah", "in_spec", "", "2026-11-29 23:00:00", "100.00"],

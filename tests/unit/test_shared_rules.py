@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 from structlog.testing import capture_logs
 
+from core.inventory_watch import InventoryWatcher
 from core.timefmt import DurationError, iso_ms, parse_duration
 from devices.inventory import COLUMNS, SAMPLE_INVENTORY, load_inventory
-from devices.inventory_watch import InventoryWatcher
 from health.model import UnitStatus, select_units
 from health.rules import Condition
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InventoryWatcher"]
 
-log = structlog.get_logger("devices.inventory")
+log = structlog.get_logger("core.inventory")
 
 _PROBLEMS_LOGGED: Final = 20
 
