@@ -60,13 +60,13 @@ def devices_list(
         click.echo(write_inventory(units), nl=False)
         return
     columns = [
-        Column("unit", name=True),
-        Column("kind"),
-        Column("model", name=True),
-        Column("hospital", name=True),
-        Column("province", name=True),
-        Column("source"),
-        Column("commissioned"),
+        Column("unit"),
+        Column("kind", drop=1),
+        Column("model"),
+        Column("hospital"),
+        Column("province"),
+        Column("source", drop=3),
+        Column("commissioned", drop=2),
     ]
     rows = [
         [u.unit_id, u.kind, u.model, u.hospital, u.province, u.source, u.commissioned.isoformat()]

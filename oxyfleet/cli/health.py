@@ -109,7 +109,8 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
         writer.writerows([r[c] if r[c] is not None else "" for c in columns] for r in records)
         click.echo(out.getvalue(), nl=False)
         return
-    hours = [Column(f"{s.replace('_', ' ')} h", justify="right") for s in STATES]
+    # On a narrow terminal the hours go from the right; availability, the verdict, stays.
+    hours = [Column(f"{s.replace('_', ' ')} h", justify="right", drop=i + 1) for i, s in enumerate(STATES)]
     avail = Column("avail %", justify="right")
     units = [r for r in records if r["level"] == "unit"]
     hospitals = [r for r in records if r["level"] == "hospital"]
@@ -120,12 +121,12 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
 
     click.echo(f"per unit, worst first (since {since}):")
     table(
-        [Column("unit", name=True), Column("hospital", name=True), avail, *hours],
+        [Column("unit"), Column("hospital"), avail, *hours],
         [[r["unit_id"], r["hospital"], shown(r), *(_hours(r[k]) for k in hour_keys)] for r in units],
     )
     click.echo(f"\nper hospital, worst first (since {since}):")
     table(
-        [Column("hospital", name=True), Column("province", name=True), avail, *hours],
+        [Column("hospital"), Column("province"), avail, *hours],
         [[r["hospital"], r["province"], shown(r), *(_hours(r[k]) for k in hour_keys)] for r in hospitals],
     )
 
@@ -161,13 +162,13 @@ def status(state: str | None, hospital: str | None, province: str | None) -> Non
         nothing_matched("unit", filters, names)
     window = f"<{_when(evaluation.start_ms)[11:]}"
     columns = [
-        Column("unit", name=True),
-        Column("hospital", name=True),
+        Column("unit"),
+        Column("hospital"),
         Column("state"),
-        Column("reason"),
-        Column("since (UTC)"),
-        Column("last reading"),
-        Column("maint"),
+        Column("reason", wrap=True),
+        Column("since (UTC)", drop=2),
+        Column("last reading", drop=3),
+        Column("maint", drop=1),
     ]
     table(
         columns,

@@ -1,7 +1,9 @@
 """Tables and progress as people and scripts meet them.
 
-On a terminal, tables are drawn by ``rich`` to the terminal's width: names (unit, hospital, province)
-never wrap and are never cut, the other text columns wrap instead. Anywhere else (a pipe, a file, a test
+On a terminal, tables are drawn by ``rich`` to the terminal's width. Names (unit, hospital, province)
+are never wrapped nor cut: when the table is wider than the terminal, the columns a command marks as
+optional are hidden first (and the table says which), then free text such as a reason wraps, and only on
+an absurdly narrow terminal does anything fold. Anywhere else (a pipe, a file, a test
 runner) the same columns come out plain: one line per row, columns separated by at least two spaces,
 nothing cut and no colour, so ``grep`` and ``awk`` keep working when a hospital's name grows.
 Progress bars go to stderr and only when stderr is a terminal, so logs and captured output stay quiet.
@@ -26,11 +28,16 @@ __all__ = ["Column", "is_terminal", "progress", "render_table", "table"]
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """A table column: its header, which side numbers align to, and whether it holds a name."""
+    """A table column and how it gives way on a narrow terminal.
+
+    ``drop``: 0 for a column always shown; otherwise hidden when the table does not fit, highest first.
+    ``wrap``: free text that may wrap onto more lines (a reason); names and codes never do.
+    """
 
     header: str
     justify: Literal["left", "right"] = "left"
-    name: bool = False  # a name is never wrapped nor cut; other text wraps when the terminal is narrow
+    drop: int = 0
+    wrap: bool = False
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -53,6 +60,24 @@ def _plain(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fitting(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int) -> tuple[list[int], bool]:
+    """The columns to show within ``width`` (optional ones hidden first), and whether even names must wrap.
+
+    Names wrap only when the columns that cannot be hidden still do not fit: onto more lines, whole words.
+    """
+    natural = [max([len(c.header), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    shown = list(range(len(columns)))
+
+    def needed() -> int:
+        return sum(natural[i] for i in shown if not columns[i].wrap) + 2 * (len(shown) - 1)
+
+    for index in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop):
+        if needed() <= width:
+            break
+        shown.remove(index)
+    return shown, needed() > width
+
+
 def render_table(
     columns: Sequence[Column], rows: Sequence[Sequence[str]], *, console: Console | None = None
 ) -> str:
@@ -61,19 +86,22 @@ def render_table(
         return _plain(columns, rows)
     from rich.table import Table  # noqa: PLC0415 - rich loads only to draw on a terminal (~0.1 s)
 
+    shown, squeezed = _fitting(columns, rows, console.width)
     grid = Table(header_style="bold", pad_edge=False, box=None, show_edge=False)
-    for col in columns:
-        grid.add_column(
-            col.header,
-            justify=col.justify,
-            no_wrap=col.name or col.justify == "right",
-            overflow="fold",  # the last resort on a very narrow terminal: fold, never "…"
-        )
+    for i in shown:
+        col = columns[i]
+        # Wrapping at spaces, then folding a word longer than its cell: text moves, nothing is cut.
+        wrap = col.wrap or squeezed
+        grid.add_column(col.header, justify=col.justify, no_wrap=not wrap, overflow="fold")
     for row in rows:
-        grid.add_row(*row)
+        grid.add_row(*(row[i] for i in shown))
     with console.capture() as captured:
         console.print(grid)
-    return captured.get()
+    hidden = [columns[i].header for i in range(len(columns)) if i not in shown]
+    note = (
+        f"({', '.join(hidden)} hidden to fit the terminal; widen it, or pipe the output)\n" if hidden else ""
+    )
+    return captured.get() + note
 
 
 def table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
