@@ -277,3 +277,15 @@ def test_credentials_for_a_large_fleet_show_progress_on_a_terminal_only(tmp_path
     assert piped.returncode == 0, piped.stderr
     assert "hashing" not in piped.stderr and "hashing" not in piped.stdout
     assert "passwd and acl for 3000 units (3000 new passwords, 0 kept)" in piped.stdout
+
+
+def test_the_demo_table_cuts_no_hospital_name() -> None:
+    from oxyfleet.demo import _render
+
+    units = [
+        {"unit_id": "OC-1", "hospital": LONG, "points": 3, "purity": 93.0, "flow": 5.0},
+        {"unit_id": "OC-2", "hospital": "RS Kecil", "points": 2, "purity": None, "flow": None},
+    ]
+    lines = _render(units, {}, 5, 10.0, {}).splitlines()
+    assert LONG in lines[2]
+    assert lines[1].index("points") + len("points") == lines[2].index(" 3") + 2 == lines[3].index(" 2") + 2
