@@ -21,7 +21,7 @@ from core.errors import SinkError
 from core.settings import load_settings
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from oxyfleet.cli import cli
-from oxyfleet.cli.errors import describe
+from oxyfleet.cli.errors import describe, handled
 from oxyfleet.cli.output import Column, render_table
 from store.reader import InfluxQL
 
@@ -58,6 +58,16 @@ def test_every_command_and_option_has_help() -> None:
     missing += [f"oxyfleet {' '.join(path)}" for path, command in _commands(cli) if not command.help]
     assert not missing, f"no help text: {missing}"
     assert len(_commands(cli)) >= 17  # the walk did reach the groups' commands
+
+
+def test_every_command_runs_inside_the_one_error_mapping() -> None:
+    unmapped = [
+        " ".join(path)
+        for path, command in _commands(cli)
+        if not isinstance(command, click.Group)
+        and getattr(command.callback, "__code__", None) is not handled(lambda: None).__code__
+    ]
+    assert not unmapped, f"commands without @handled: {unmapped}"
 
 
 def test_every_help_page_renders() -> None:
