@@ -17,6 +17,7 @@ here too, so that no urllib3 or niquests object repr (``<urllib3.connection.HTTP
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
@@ -58,6 +59,9 @@ _GRAFANA_URL: Final = "oxyfleet.grafana_url"
 _OBJECT_REPR: Final = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*")
 # Exceptions of the HTTP libraries whose str() is a nest of reprs; their cause is shown instead.
 _LIBRARY_MODULES: Final = ("urllib3", "urllib3_future", "niquests", "requests")
+_NETWORK_ERRNOS: Final = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN}
+)
 _TIMEOUT_NAMES: Final = frozenset(
     {"ConnectTimeoutError", "ReadTimeoutError", "ConnectTimeout", "ReadTimeout"}
 )
@@ -124,7 +128,9 @@ def _network_reason(exc: BaseException) -> str | None:
             return f"TLS failed: {item.reason or item.strerror or item}"
         if isinstance(item, TimeoutError | socket.timeout):
             return "timed out"
-        if isinstance(item, OSError) and not _is_library(item) and item.strerror:
+        if not isinstance(item, OSError) or _is_library(item) or not item.strerror:
+            continue
+        if isinstance(item, ConnectionError) or item.errno in _NETWORK_ERRNOS:  # not a file's error
             return item.strerror[0].lower() + item.strerror[1:]
     if any(type(item).__name__ in _TIMEOUT_NAMES for item in chain):
         return "timed out"

@@ -299,3 +299,32 @@ def test_the_demo_table_cuts_no_hospital_name() -> None:
     lines = _render(units, {}, 5, 10.0, {}).splitlines()
     assert LONG in lines[2]
     assert lines[1].index("points") + len("points") == lines[2].index(" 3") + 2 == lines[3].index(" 2") + 2
+
+
+def _caused(outer: Exception, inner: BaseException) -> Exception:
+    outer.__cause__ = inner  # what `raise outer from inner` leaves behind
+    return outer
+
+
+def test_describe_names_the_cause_of_network_failures() -> None:
+    import urllib3.exceptions
+
+    conn = object()
+    for cause, words in [
+        (
+            socket.gaierror(-2, "Name or service not known"),
+            "cannot resolve the host name (Name or service not known)",
+        ),
+        (TimeoutError("timed out"), "timed out"),
+        (ConnectionResetError(104, "Connection reset by peer"), "connection reset by peer"),
+    ]:
+        lib = _caused(urllib3.exceptions.NewConnectionError(conn, f"{conn}: Failed: {cause}"), cause)  # type: ignore[arg-type]
+        sink = _caused(SinkError(f"network error talking to InfluxDB: {lib}"), lib)
+        assert describe(sink) == f"network error talking to InfluxDB: {words}"
+    read_timeout = urllib3.exceptions.ReadTimeoutError(None, "/query", "Read timed out.")  # type: ignore[arg-type]
+    assert (
+        describe(_caused(SinkError(f"network error: {read_timeout}"), read_timeout))
+        == "network error: timed out"
+    )
+    # A file's error is no network failure and keeps its words.
+    assert describe(PermissionError(13, "Permission denied", "/x")) == "[Errno 13] Permission denied: '/x'"
