@@ -18,6 +18,10 @@ from store.schema import STATES
 
 __all__ = ["health", "status", "uptime"]
 
+# The hours columns of `uptime` (csv and table), fixed so that scripts reading the csv keep working when
+# the engine learns a state; the json output carries every state the report has.
+UPTIME_STATES = ("in_spec", "underperforming", "power_failure", "no_data", "off")
+
 
 def _since_ms(text: str, option: str = "--since") -> int:
     try:
@@ -100,7 +104,7 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
     if fmt == "json":
         click.echo(json.dumps(records, indent=1))
         return
-    hour_keys = [f"{s}_h" for s in STATES]
+    hour_keys = [f"{s}_h" for s in UPTIME_STATES]
     if fmt == "csv":
         columns = ["level", "hospital", "province", "unit_id", "availability_pct", *hour_keys]
         out = io.StringIO()
@@ -110,7 +114,9 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
         click.echo(out.getvalue(), nl=False)
         return
     # On a narrow terminal the hours go from the right; availability, the verdict, stays.
-    hours = [Column(f"{s.replace('_', ' ')} h", justify="right", drop=i + 1) for i, s in enumerate(STATES)]
+    hours = [
+        Column(f"{s.replace('_', ' ')} h", justify="right", drop=i + 1) for i, s in enumerate(UPTIME_STATES)
+    ]
     avail = Column("avail %", justify="right")
     units = [r for r in records if r["level"] == "unit"]
     hospitals = [r for r in records if r["level"] == "hospital"]

@@ -157,8 +157,7 @@ def test_api(engine, client) -> None:
     assert client.get("/healthz").status_code == 503
 
 
-def test_uptime_csv(engine, influx, monkeypatch, settings_for) -> None:
-    monkeypatch.setenv("OXYFLEET_INFLUX__URL", settings_for("csv").influx.url)
+def test_uptime_csv(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
     result = CliRunner().invoke(
@@ -245,8 +244,7 @@ def test_a_late_upload_is_reevaluated(
     assert no_data_h() == pytest.approx(0.0, abs=0.01)
 
 
-def test_status_cli(engine, influx, monkeypatch, settings_for) -> None:
-    monkeypatch.setenv("OXYFLEET_INFLUX__URL", settings_for("status").influx.url)
+def test_status_cli(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
     monkeypatch.setenv("OXYFLEET_INVENTORY_FILE", str(engine.inventory_path))
@@ -284,10 +282,8 @@ def test_api_filters_ignore_case_and_refuse_unknown_states(engine, client) -> No
     assert {r["unit_id"] for r in uptime.json()} == {OK_UNIT, LOW_UNIT, SILENT_UNIT, ""}
 
 
-def test_uptime_table_is_worst_first_with_the_hospital_of_each_unit(
-    engine, influx, monkeypatch, settings_for
-) -> None:
-    monkeypatch.setenv("OXYFLEET_INFLUX__URL", settings_for("table").influx.url)
+def test_uptime_table_is_worst_first_with_the_hospital_of_each_unit(engine, influx, monkeypatch) -> None:
+    monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     result = CliRunner().invoke(cli, ["uptime", "--since", "1h", "--province", "dki jakarta"])
     assert result.exit_code == 0, result.output
@@ -302,10 +298,8 @@ def test_uptime_table_is_worst_first_with_the_hospital_of_each_unit(
     assert lines[8].startswith("RS Umum Cempaka Raya  DKI Jakarta")
 
 
-def test_uptime_and_status_filters_that_match_nothing_exit_1(
-    engine, influx, monkeypatch, settings_for
-) -> None:
-    monkeypatch.setenv("OXYFLEET_INFLUX__URL", settings_for("filters").influx.url)
+def test_uptime_and_status_filters_that_match_nothing_exit_1(engine, influx, monkeypatch) -> None:
+    monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("OXYFLEET_INVENTORY_FILE", str(engine.inventory_path))
     runner = CliRunner()

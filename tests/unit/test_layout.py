@@ -139,8 +139,7 @@ def test_the_name_check_catches_what_it_should(source: str, caught: bool) -> Non
     assert bool(offending_literals(source)) is caught
 
 
-LONG_PENDING: dict[str, str] = {
-}
+LONG_PENDING: dict[str, str] = {}
 
 
 def _long_without_reason() -> list[str]:
