@@ -17,8 +17,8 @@ from oxyfleet.cli.dashboards import dashboards
 from oxyfleet.cli.devices import devices
 from oxyfleet.cli.health import health, status, uptime
 from oxyfleet.cli.ingest import check, check_config, run
+from oxyfleet.cli.report import report_cmd, tokens
 from oxyfleet.cli.sim import demo, simulate
-from oxyfleet.report_cmd import report_cmd, tokens
 
 __all__ = ["cli", "main"]
 
