@@ -17,11 +17,12 @@ import json
 import queue
 import threading
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 import urllib3
+
+from core.timefmt import iso_ms
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,10 +38,6 @@ log = structlog.get_logger("health.alerts")
 
 _QUEUE_LIMIT: Final = 10_000
 _TOPIC_UNSAFE: Final = str.maketrans({"/": "_", "+": "_", "#": "_", "\x00": "_"})
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
 def _message(status: UnitStatus, before: Condition) -> str:
@@ -81,8 +78,8 @@ def alert_for(status: UnitStatus, before: Condition, at_ms: int) -> dict[str, An
         "severity": c.code,
         "previous_state": before.state,
         "previous_reason": before.reason,
-        "since": _iso(status.since_ms),
-        "at": _iso(at_ms),
+        "since": iso_ms(status.since_ms),
+        "at": iso_ms(at_ms),
         "message": _message(status, before),
     }
 

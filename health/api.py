@@ -17,7 +17,6 @@ Other routers (the monthly reports) are mounted by the caller. ``/api/...`` need
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query
@@ -26,10 +25,11 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from core.errors import SinkError
-from health.model import state_counts
+from core.timefmt import DurationError, iso_ms, parse_duration
+from health.model import select_units, state_counts
 from health.tokens import require_programme
 from health.uptime import uptime_report
-from store.schema import Measurement, Tag
+from store.schema import STATES, Measurement, Tag
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
     from store.reader import InfluxQL
 
 __all__ = ["create_app"]
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class UnitOut(BaseModel):
@@ -96,15 +94,11 @@ class UptimeRecord(BaseModel):
     off_h: float
 
 
-def _iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
-
-
 def _since_s(text: str) -> float:
     try:
-        return float(text[:-1]) * _UNITS[text[-1]] if text[-1:] in _UNITS else float(text)
-    except ValueError:
-        raise HTTPException(422, f"since={text!r} is not a duration like 30d, 12h, 90m") from None
+        return parse_duration(text)
+    except DurationError as exc:
+        raise HTTPException(422, f"since: {exc}") from None
 
 
 def _unit_out(s: UnitStatus, window_start_ms: int) -> dict[str, Any]:
@@ -119,8 +113,8 @@ def _unit_out(s: UnitStatus, window_start_ms: int) -> dict[str, Any]:
         "reason": s.condition.reason,
         "severity": s.condition.code,
         # A state that began before the evaluated window is reported as "since at least" that start.
-        "since": _iso(max(s.since_ms, window_start_ms)),
-        "last_reading": _iso(s.last_reading_ms),
+        "since": iso_ms(max(s.since_ms, window_start_ms)),
+        "last_reading": None if s.last_reading_ms is None else iso_ms(s.last_reading_ms),
         "maintenance_due": s.maintenance_due,
     }
 
@@ -153,21 +147,23 @@ def create_app(  # noqa: C901 - one nested function per route
     def window_start() -> int:
         return int(engine.last_cycle_at * 1000) - engine.lookback_ms if engine.last_cycle_at else 0
 
-    @app.get("/api/units", response_model=list[UnitOut], dependencies=guard)
+    @app.get(
+        "/api/units",
+        response_model=list[UnitOut],
+        responses={400: {"description": "Unknown state"}},
+        dependencies=guard,
+    )
     def units(
         state: str | None = None, hospital: str | None = None, province: str | None = None
     ) -> list[dict[str, Any]]:
-        """The fleet's live states, worst first (severity, then the longest-standing)."""
-        rows = [
-            s
-            for s in engine.last_status.values()
-            if (state is None or s.condition.state == state)
-            and (hospital is None or s.unit.hospital.casefold() == hospital.casefold())
-            and (province is None or s.unit.province.casefold() == province.casefold())
-        ]
-        rows.sort(
-            key=lambda s: (-s.condition.code, s.condition.state == "in_spec", s.since_ms, s.unit.unit_id)
-        )
+        """The fleet's live states, worst first (severity, then the longest-standing).
+
+        Hospital and province match case-insensitively; an unknown state is a 400 that lists the states,
+        not an empty answer that looks like a healthy fleet.
+        """
+        if state is not None and state not in STATES:
+            raise HTTPException(400, f"unknown state {state!r}; one of {', '.join(STATES)}")
+        rows = select_units(engine.last_status.values(), state=state, hospital=hospital, province=province)
         start = window_start()
         return [_unit_out(s, start) for s in rows]
 
@@ -200,7 +196,7 @@ def create_app(  # noqa: C901 - one nested function per route
             "service_interval_h": u.spec.service_interval_h,
             "events": [
                 {
-                    "at": _iso(r["time"]),
+                    "at": iso_ms(r["time"]),
                     "from_state": r["from"],
                     "to_state": r["to"],
                     "reason": r.get("reason") or "",

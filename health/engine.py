@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from core.errors import SinkError, SinkFatalError
-from devices.inventory import Inventory, Unit, load_inventory
+from core.inventory_watch import InventoryWatcher
 from health.model import Evaluation, UnitStatus
 from health.rules import (
     MINUTE_MS,
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from devices.inventory import Inventory, Unit
     from store.reader import InfluxQL
     from store.writer import InfluxSink
 
@@ -99,8 +100,8 @@ class HealthEngine:
         self.reader = reader
         self.sink = sink
         self.inventory_path = inventory_path
-        self.inventory: Inventory = load_inventory(inventory_path)
-        self._inventory_mtime = inventory_path.stat().st_mtime_ns
+        # Looked at once per cycle, by the same rule as the ingester's (keep the previous one on errors).
+        self._inventory = InventoryWatcher(inventory_path, 0.0, events="health")
         self.sustain_ms = round(sustain_s * 1000)
         self.lookback_ms = round(lookback_s * 1000)
         self.cycle_s = cycle_s
@@ -120,19 +121,10 @@ class HealthEngine:
         # Current state per unit as of the last cycle; alerts fire when it changes (never on the first cycle).
         self.current: dict[str, Condition] = {}
 
-    def _reload_inventory(self) -> None:
-        try:
-            mtime = self.inventory_path.stat().st_mtime_ns
-            if mtime != self._inventory_mtime:
-                self.inventory = load_inventory(self.inventory_path)
-                self._inventory_mtime = mtime
-                log.info("health.inventory_reloaded", units=len(self.inventory))
-        except (OSError, ValueError) as exc:
-            log.error(  # noqa: TRY400 - the problems are the useful part, not a traceback
-                "health.inventory_invalid",
-                error=str(exc)[:2000],
-                note="the previous inventory stays in force",
-            )
+    @property
+    def inventory(self) -> Inventory:
+        """The inventory in force (reloaded at the start of a cycle when its file changed)."""
+        return self._inventory.inventory
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -278,8 +270,14 @@ class HealthEngine:
             log.error("health.points_refused", count=refused)
         return refused
 
-    def evaluate_range(self, start_ms: int, end_ms: int, units: set[str] | None = None) -> Evaluation:
-        """Evaluate and write a long range in one-hour slices.
+    def evaluate_range(
+        self,
+        start_ms: int,
+        end_ms: int,
+        units: set[str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Evaluation:
+        """Evaluate and write a long range in one-hour slices; ``progress(ms_done)`` after each slice.
 
         Each slice starts ``overlap`` (sustain window + 5 min) before the part the previous slice already
         covered, takes the state the previous slice had there as its prior, and rewrites the overlap:
@@ -307,13 +305,15 @@ class HealthEngine:
             evaluation = self.evaluate(begin, stop, write_from_ms=write_from, priors=priors, units=units)
             self.write(evaluation.lines)
             cursor = stop
+            if progress is not None:
+                progress(stop - start_ms)
         if units is None:
             self.last_status = evaluation.status
         return evaluation
 
     def cycle(self) -> Evaluation:
         """One cycle: refresh the cached readings, re-evaluate the trailing window up to now, write changes."""
-        self._reload_inventory()
+        self._inventory.refresh()
         now_ms = int(self.clock() * 1000)
         start = now_ms - self.lookback_ms
         start -= start % MINUTE_MS

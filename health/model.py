@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from devices.inventory import Unit
     from health.rules import Condition, Segment
 
-__all__ = ["Evaluation", "UnitStatus", "state_counts"]
+__all__ = ["Evaluation", "UnitStatus", "select_units", "state_counts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +51,28 @@ def state_counts(statuses: Iterable[UnitStatus]) -> dict[str, int]:
     for status in statuses:
         counts[status.condition.state] += 1
     return dict(sorted(counts.items()))
+
+
+def select_units(
+    statuses: Iterable[UnitStatus],
+    *,
+    state: str | None = None,
+    hospital: str | None = None,
+    province: str | None = None,
+) -> list[UnitStatus]:
+    """The units matching every given filter, worst first: the order of ``oxyfleet status`` and the API.
+
+    Worst is the highest severity, then anything not in spec, then the longest-standing condition. Names
+    match case-insensitively, because people type "rsud flores tengah" and "papua" as often as not.
+    """
+    hospital_key = None if hospital is None else hospital.casefold()
+    province_key = None if province is None else province.casefold()
+    rows = [
+        s
+        for s in statuses
+        if (state is None or s.condition.state == state)
+        and (hospital_key is None or s.unit.hospital.casefold() == hospital_key)
+        and (province_key is None or s.unit.province.casefold() == province_key)
+    ]
+    rows.sort(key=lambda s: (-s.condition.code, s.condition.state == "in_spec", s.since_ms, s.unit.unit_id))
+    return rows

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from health.rules import availability
-from store.reader import quote
+from store.reader import quote_any_case
 from store.schema import STATES, Measurement, Tag, seconds_field
 
 if TYPE_CHECKING:
     from store.reader import InfluxQL
 
-__all__ = ["uptime_report", "uptime_rows"]
+__all__ = ["uptime_report", "uptime_rows", "worst_first"]
 
 
 def uptime_rows(
@@ -26,12 +26,15 @@ def uptime_rows(
     hospital: str | None = None,
     province: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Seconds per state per unit over a range, summed from ``unit_state`` (what Grafana does too)."""
+    """Seconds per state per unit over a range, summed from ``unit_state`` (what Grafana does too).
+
+    ``hospital`` and ``province`` match case-insensitively, as everywhere people type names.
+    """
     where = f"time >= {int(since_ms)}ms AND time < {int(until_ms)}ms"
     if hospital:
-        where += f" AND {Tag.HOSPITAL} = {quote(hospital)}"
+        where += f" AND {Tag.HOSPITAL} =~ {quote_any_case(hospital)}"
     if province:
-        where += f" AND {Tag.PROVINCE} = {quote(province)}"
+        where += f" AND {Tag.PROVINCE} =~ {quote_any_case(province)}"
     sums = ", ".join(f"sum({seconds_field(s)}) AS {s}" for s in STATES)
     return reader.rows(
         f"SELECT {sums} FROM {Measurement.UNIT_STATE} WHERE {where} "  # noqa: S608 - literals escaped
@@ -89,3 +92,17 @@ def uptime_report(
             }
         )
     return records
+
+
+def worst_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Uptime records, units before hospitals, each lowest availability first (none accounted: last)."""
+    return sorted(
+        records,
+        key=lambda r: (
+            r["level"] != "unit",
+            r["availability_pct"] is None,
+            r["availability_pct"] or 0.0,
+            r["hospital"],
+            r["unit_id"],
+        ),
+    )

@@ -1,9 +1,9 @@
 """Inventory-backed tags for every point: model, hospital and province per unit, reloaded on change.
 
-The file is checked (one ``stat``) at most every ``check_interval_s`` from the pipeline thread, between
-batches, so a technician's edit shows up in new points within seconds, without a restart. A broken edit
-never takes the ingester down: the previous inventory stays in force and the problems are logged with
-their line numbers. Units that are not in the inventory are tagged ``unregistered``, counted and logged
+The file is checked from the pipeline thread, between batches, by the one reload rule every process
+follows (:class:`~core.inventory_watch.InventoryWatcher`: at most every ``check_interval_s``; a broken
+edit keeps the previous inventory and is logged once with its line numbers), so a technician's edit shows
+up in new points within seconds, without a restart. Units that are not in the inventory are tagged ``unregistered``, counted and logged
 once each: they are stored, never rejected, because a unit missing from a spreadsheet is an inventory
 problem, not bad data.
 """
@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from devices.inventory import Inventory, InventoryError, Unit, load_inventory
+from core.inventory_watch import InventoryWatcher
 from store.lineproto import UnitTags
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    from devices.inventory import Inventory, Unit
 
 __all__ = ["InventoryTags"]
 
@@ -54,25 +56,28 @@ class InventoryTags:
         self, path: Path, check_interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.path = path
-        self.check_interval_s = check_interval_s
-        self.clock = clock
-        self.inventory = load_inventory(path)  # a broken file at startup is a configuration error
+        # A broken file at startup is a configuration error: InventoryError propagates.
+        self.watcher = InventoryWatcher(path, check_interval_s, events="ingest", clock=clock)
         self._tags = _tags(self.inventory)
         self._moves = _moves(self.inventory)
-        self._signature = self._stat()
-        self._next_check = clock() + check_interval_s
         self._default = UnitTags()
         self._seen_unregistered: set[str] = set()
         self.unregistered = 0
-        self.reloads = 0
-        self.reload_errors = 0
 
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+    @property
+    def inventory(self) -> Inventory:
+        """The inventory in force."""
+        return self.watcher.inventory
+
+    @property
+    def reloads(self) -> int:
+        """Edits taken into force."""
+        return self.watcher.reloads
+
+    @property
+    def reload_errors(self) -> int:
+        """Edits refused (the previous inventory stayed in force)."""
+        return self.watcher.reload_errors
 
     def __call__(self, unit_id: str, at_ms: int | None = None) -> UnitTags:
         """Tags of ``unit_id`` in force at ``at_ms`` (now when None); ``unregistered`` for unknown units."""
@@ -95,41 +100,20 @@ class InventoryTags:
 
     def refresh(self) -> None:
         """Reload the file if it changed since the last check (cheap when it did not)."""
-        now = self.clock()
-        if now < self._next_check:
-            return
-        self._next_check = now + self.check_interval_s
-        signature = self._stat()
-        if signature == self._signature:
-            return
-        self._signature = signature
-        try:
-            inventory = load_inventory(self.path)
-        except InventoryError as exc:
-            self.reload_errors += 1
-            log.error(  # noqa: TRY400 - the problems list is the useful part, not a traceback
-                "ingest.inventory_invalid",
-                path=str(self.path),
-                problems=exc.problems[:20],
-                count=len(exc.problems),
-                note="the previous inventory stays in force",
-            )
-            return
-        self._warn_rewritten(inventory)
-        self.inventory = inventory
-        self._tags = _tags(inventory)
-        self._moves = _moves(inventory)
-        self._seen_unregistered.clear()
-        self.reloads += 1
-        log.info("ingest.inventory_reloaded", path=str(self.path), units=len(inventory))
+        before = self.inventory
+        if self.watcher.refresh():
+            self._warn_rewritten(before, self.inventory)
+            self._tags = _tags(self.inventory)
+            self._moves = _moves(self.inventory)
+            self._seen_unregistered.clear()
 
-    def _warn_rewritten(self, new: Inventory) -> None:
+    @staticmethod
+    def _warn_rewritten(old: Inventory, new: Inventory) -> None:
         """An edit that changes a unit's tags without a new dated row rewrites its past: say so once.
 
         Readings already stored keep the old tags while redeliveries and late uploads of the same
         readings would get the new ones, a second copy in another series (issue 19).
         """
-        old = self.inventory
         changed = [
             unit_id
             for unit_id, unit in new.units.items()

@@ -75,15 +75,16 @@ def _render(
     elapsed: float,
     health: dict[str, UnitStatus],
 ) -> str:
+    wide = max([24, *(len(row["hospital"]) for row in units)])  # names are never cut
     lines = [
         f"oxyfleet demo - {elapsed:5.0f} s - published {published} messages; stored in InfluxDB:",
-        f"{'unit':<16} {'hospital':<24} {'points':>6} {'purity %':>8} {'flow L/min':>10}  health engine",
+        f"{'unit':<16} {'hospital':<{wide}} {'points':>6} {'purity %':>8} {'flow L/min':>10}  health engine",
     ]
     for row in units:
         purity = f"{row['purity']:.1f}" if row.get("purity") is not None else "-"
         flow = f"{row['flow']:.1f}" if row.get("flow") is not None else "-"
         lines.append(
-            f"{row['unit_id']:<16} {row['hospital'][:24]:<24} {row['points']:>6} {purity:>8} {flow:>10}  "
+            f"{row['unit_id']:<16} {row['hospital']:<{wide}} {row['points']:>6} {purity:>8} {flow:>10}  "
             f"{_health(health.get(row['unit_id']))}"
         )
     total = sum(int(r["points"]) for r in units)

@@ -17,12 +17,28 @@ from store.writer import auth_headers, classify_response, map_transport_errors
 if TYPE_CHECKING:
     from core.settings import InfluxSettings
 
-__all__ = ["InfluxQL", "quote"]
+__all__ = ["InfluxQL", "quote", "quote_any_case"]
 
 
 def quote(value: str) -> str:
     """An InfluxQL string literal (single-quoted, backslash and quote escaped) for tag values in WHERE."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def quote_any_case(value: str) -> str:
+    r"""An InfluxQL regex literal matching a tag value equal to ``value`` whatever its case ("papua").
+
+    For names people type (hospital, province). Every printable ASCII character but letters and digits is
+    escaped (RE2 takes ``\`` before any of them, and InfluxQL's regex literal needs ``\/``), control
+    characters are written as ``\x{..}``, so the name is matched as written, never as a pattern.
+    """
+
+    def escape(ch: str) -> str:
+        if not ch.isascii() or ch.isalnum():
+            return ch
+        return f"\\x{{{ord(ch):x}}}" if not ch.isprintable() else f"\\{ch}"
+
+    return "/(?i)^" + "".join(map(escape, value)) + "$/"
 
 
 class InfluxQL:

@@ -7,13 +7,19 @@ Locally, integration tests skip when the services are not running; the README's 
 from __future__ import annotations
 
 import fnmatch
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,3 +56,44 @@ def dockerignored_fixture() -> Callable[[str], bool]:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     return lambda path: _dockerignored(path, patterns)
+
+
+def run_on_terminal(
+    args: list[str], env: Mapping[str, str], cwd: Path, timeout: float = 120
+) -> tuple[int, str]:
+    """Run ``oxyfleet ARGS`` with stderr on a pseudo-terminal, as in an operator's shell; (exit code, stderr).
+
+    stdout stays a pipe to nowhere, as when a table is piped on while progress shows on the terminal.
+    """
+    parent, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oxyfleet", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=child,
+        cwd=cwd,
+        env={**env, "COLUMNS": "100"},
+    )
+    os.close(child)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([parent], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(parent, 65536)
+            except OSError:  # Linux reports the child's end closing as EIO
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(parent)
+    return proc.wait(timeout=30), seen.decode(errors="replace")
+
+
+@pytest.fixture(name="on_terminal")
+def on_terminal_fixture() -> Callable[..., tuple[int, str]]:
+    """:func:`run_on_terminal`, for tests of what only a terminal shows (progress bars)."""
+    return run_on_terminal

@@ -51,7 +51,8 @@ def test_check_reports_ok_and_names_what_is_broken(settings_for, unique) -> None
     )
     assert broken.returncode == 1
     assert "cannot reach broker at 127.0.0.1:1" in broken.stdout
-    assert "network error talking to InfluxDB" in broken.stdout
+    assert "network error talking to InfluxDB: connection refused" in broken.stdout
+    assert " object at 0x" not in broken.stdout + broken.stderr  # no library reprs, only what happened
 
 
 def test_run_ingests_and_stops_cleanly_on_sigterm(settings_for, unique, publisher, influx, wait_for) -> None:
@@ -207,3 +208,24 @@ def test_secrets_never_reach_logs_or_errors(settings_for, unique, tmp_path) -> N
         text = result.stdout + result.stderr
         assert token not in text and password not in text, text[-2000:]
     assert "OXYFLEET_INFLUX__TOKEN=**********" in outputs[0].stdout
+
+
+def test_long_commands_show_progress_on_a_terminal_only(settings_for, unique, tmp_path, on_terminal) -> None:
+    """Re-evaluating days of history and simulating a fleet say how far they are, but only to a person."""
+    env = env_for(settings_for(f"progress-{unique}")) | {"OXYFLEET_LOG_LEVEL": "warning"}
+    code, terminal = on_terminal(["health", "--once", "--since", "2h"], env, tmp_path)
+    assert code == 0, terminal
+    assert "evaluating 2h" in terminal
+    piped = oxyfleet("health", "--once", "--since", "2h", env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert "evaluating" not in piped.stderr
+    assert piped.stdout.startswith("evaluated ")
+
+    simulate = ["simulate", "--units", "5", "--duration", "3s", "--malformed-share", "0"]
+    code, terminal = on_terminal([*simulate, "--ground-truth", str(tmp_path / "a.jsonl")], env, tmp_path)
+    assert code == 0, terminal
+    assert "simulating 5 units" in terminal
+    piped = oxyfleet(*simulate, "--ground-truth", str(tmp_path / "b.jsonl"), env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert "simulating" not in piped.stderr
+    assert piped.stdout.startswith("published ")

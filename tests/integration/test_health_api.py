@@ -269,3 +269,84 @@ def test_docs_pages_need_no_network(client) -> None:
         for asset in assets:
             answer = client.get(asset)
             assert answer.status_code == 200 and len(answer.body) > 100, asset
+
+
+def test_api_filters_ignore_case_and_refuse_unknown_states(engine, client) -> None:
+    bogus = client.get("/api/units", params={"state": "bogus"})
+    assert bogus.status_code == 400
+    assert bogus.json()["detail"].startswith("unknown state 'bogus'; one of in_spec, underperforming")
+    units = client.get("/api/units", params={"hospital": "rs umum cempaka raya", "province": "DKI JAKARTA"})
+    assert [u["unit_id"] for u in units.json()] == [SILENT_UNIT, LOW_UNIT, OK_UNIT]
+    uptime = client.get("/api/hospitals/rs umum CEMPAKA raya/uptime", params={"since": "1h"})
+    assert uptime.status_code == 200
+    assert {r["unit_id"] for r in uptime.json()} == {OK_UNIT, LOW_UNIT, SILENT_UNIT, ""}
+
+
+def test_uptime_table_is_worst_first_with_the_hospital_of_each_unit(engine, influx, monkeypatch) -> None:
+    monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
+    monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
+    result = CliRunner().invoke(cli, ["uptime", "--since", "1h", "--province", "dki jakarta"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "per unit, worst first (since 1h):"
+    assert lines[1].split()[:4] == ["unit", "hospital", "avail", "%"]
+    units = lines[2:5]
+    assert [line.split()[0] for line in units] == [SILENT_UNIT, LOW_UNIT, OK_UNIT]
+    assert all("RS Umum Cempaka Raya" in line for line in units)
+    assert units[0].split()[5] == "0.00" and units[2].split()[5] == "100.00"
+    assert lines[6] == "per hospital, worst first (since 1h):"
+    assert lines[8].startswith("RS Umum Cempaka Raya  DKI Jakarta")
+
+
+def test_uptime_and_status_filters_that_match_nothing_exit_1(engine, influx, monkeypatch) -> None:
+    monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
+    monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
+    monkeypatch.setenv("OXYFLEET_INVENTORY_FILE", str(engine.inventory_path))
+    runner = CliRunner()
+    nope = runner.invoke(cli, ["uptime", "--since", "1h", "--hospital", "nope"])
+    assert nope.exit_code == 1
+    assert nope.output.startswith(
+        "oxyfleet: no unit with state data in the last 1h matches --hospital 'nope'"
+    )
+    typo = runner.invoke(cli, ["status", "--hospital", "rs umum cempaka rya"])
+    assert typo.exit_code == 1
+    assert "did you mean 'RS Umum Cempaka Raya'?" in typo.output
+    lower = runner.invoke(cli, ["status", "--hospital", "rs umum cempaka raya", "--state", "no_data"])
+    assert lower.exit_code == 0, lower.output
+    assert [line.split()[0] for line in lower.output.splitlines()[1:-1]] == [SILENT_UNIT]
+    none = runner.invoke(cli, ["status", "--state", "power_failure"])
+    assert none.exit_code == 1
+    assert "no unit matches --state 'power_failure'" in none.output
+
+
+def test_uptime_names_match_as_written_whatever_they_contain(influx, settings_for) -> None:
+    """Hospital names with regex and quoting characters: matched case-insensitively, never as a pattern."""
+    from health.uptime import uptime_rows
+    from store.lineproto import line, tag_set
+    from store.schema import Measurement, Tag, seconds_field
+
+    names = [
+        "RS St. Carolus (Salemba)",
+        "RSU Dr. Soetomo / Surabaya",
+        "RS Ibu & Anak 'Bunda'",
+        "RS St_ Carolus",
+    ]
+    sink = InfluxSink(make_transport(settings_for("names").influx))
+    now = time.time_ns() // 1_000_000
+    lines = [
+        line(
+            Measurement.UNIT_STATE,
+            tag_set({Tag.HOSPITAL: name, Tag.PROVINCE: "Jawa Timur", Tag.UNIT_ID: f"U-{i}"}),
+            {seconds_field("in_spec"): 60.0},
+            (now - 60_000) * 1_000_000,
+        )
+        for i, name in enumerate(names)
+    ]
+    assert sink.write(lines).rejected == {}
+    sink.close()
+    for i, name in enumerate(names):
+        rows = uptime_rows(influx, now - 3600_000, now, hospital=name.lower())
+        assert [r["unit_id"] for r in rows] == [f"U-{i}"], name
+    assert uptime_rows(influx, now - 3600_000, now, hospital="RS St. Carolus") == []
+    assert uptime_rows(influx, now - 3600_000, now, hospital=".*") == []
+    assert len(uptime_rows(influx, now - 3600_000, now, province="JAWA TIMUR")) == 4

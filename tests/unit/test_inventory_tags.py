@@ -46,7 +46,7 @@ def test_tags_come_from_the_inventory_and_follow_edits(tmp_path: Path) -> None:
         tags.refresh()
     assert tags("OC-1").hospital == "RS Baru"
     # An edit in place rewrites the unit's past (a redelivery would land in a second series): warned.
-    assert [e["event"] for e in logs] == ["ingest.inventory_history_rewritten", "ingest.inventory_reloaded"]
+    assert [e["event"] for e in logs] == ["ingest.inventory_reloaded", "ingest.inventory_history_rewritten"]
 
 
 def test_a_move_added_as_a_dated_row_tags_each_reading_by_its_time(tmp_path: Path) -> None:

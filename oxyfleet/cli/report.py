@@ -16,6 +16,7 @@ import click
 
 from core.errors import ConfigError, SinkError
 from core.settings import Settings, load_settings
+from oxyfleet.cli.errors import handled
 
 if TYPE_CHECKING:
     from health.tokens import ScopeKind
@@ -47,14 +48,34 @@ def _file_name(name: str) -> str:
 @click.command("report")
 @click.option("--month", required=True, help="Calendar month, e.g. 2026-11 (in each report's local zone).")
 @click.option(
-    "--by", type=click.Choice(["hospital", "province", "source"]), default="hospital", show_default=True
+    "--by",
+    type=click.Choice(["hospital", "province", "source"]),
+    default="hospital",
+    show_default=True,
+    help="One report per hospital, per province, or per source (donor).",
 )
 @click.option("--hospital", default=None, help="Only this hospital.")
 @click.option("--province", default=None, help="Only this province.")
 @click.option("--source", default=None, help="Only units from this source (donor).")
-@click.option("--format", "fmt", type=click.Choice(["html", "pdf", "csv"]), default="html", show_default=True)
-@click.option("--lang", type=click.Choice(["id", "en"]), default="id", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path(), show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "pdf", "csv"]),
+    default="html",
+    show_default=True,
+    help="html (with plots), pdf (through headless Chromium) or csv (the figures only).",
+)
+@click.option(
+    "--lang", type=click.Choice(["id", "en"]), default="id", show_default=True, help="Indonesian or English."
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(),
+    show_default=True,
+    help="Directory the report files are written to.",
+)
+@handled
 def report_cmd(
     month: str,
     by: str,
@@ -135,6 +156,7 @@ def tokens() -> None:
 @click.option("--province", default=None, help="The token reads this province's reports and its hospitals'.")
 @click.option("--programme", is_flag=True, help="The token reads everything (the national programme).")
 @click.option("--note", default="", help="Who holds it (shown by 'tokens list').")
+@handled
 def tokens_create(hospital: str | None, province: str | None, programme: bool, note: str) -> None:
     """Create a token and print it once (only its scrypt hash is stored)."""
     from health.tokens import TokenError, TokenStore  # noqa: PLC0415
@@ -153,6 +175,7 @@ def tokens_create(hospital: str | None, province: str | None, programme: bool, n
 
 
 @tokens.command("list")
+@handled
 def tokens_list() -> None:
     """Tokens by id and scope (never the tokens themselves)."""
     from health.tokens import TokenError, TokenStore  # noqa: PLC0415
@@ -167,6 +190,7 @@ def tokens_list() -> None:
 
 @tokens.command("revoke")
 @click.argument("token_id")
+@handled
 def tokens_revoke(token_id: str) -> None:
     """Revoke a token by its id."""
     from health.tokens import TokenError, TokenStore  # noqa: PLC0415
