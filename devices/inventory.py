@@ -12,12 +12,13 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from devices.catalog import ModelSpec, load_catalog
 from devices.csvfile import TableError, decode, read_table
+from devices.regions import province_zone
 from devices.spec import KINDS, UNIT_ID_RE
 
 if TYPE_CHECKING:
@@ -67,9 +68,14 @@ class Unit:
     hospital: str
     province: str
     source: str
-    commissioned: date
+    commissioned: date | datetime  # a date (local midnight in the province) or an aware timestamp
     last_service_run_hours: float
     spec: ModelSpec
+
+    @property
+    def commissioned_ms(self) -> int:
+        """Commissioning as epoch ms: nothing is booked for the unit before it."""
+        return commissioned_ms(self.commissioned, self.province)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,28 @@ class Inventory:
         for unit in self.units.values():
             if all(v is None or getattr(unit, k).casefold() == v.casefold() for k, v in wanted.items()):
                 yield unit
+
+
+def commissioned_ms(commissioned: date | datetime, province: str) -> int:
+    """Epoch ms of a commissioning date (local midnight in ``province``) or timestamp."""
+    if not isinstance(commissioned, datetime):
+        commissioned = datetime.combine(commissioned, time(0), province_zone(province))
+    return int(commissioned.timestamp() * 1000)
+
+
+def parse_commissioned(raw: str) -> date | datetime:
+    """A date (``2021-08-17``) or an RFC 3339 timestamp with its zone (``2021-08-17T09:30:00+08:00``).
+
+    Raises:
+        ValueError: neither, or a timestamp without a zone (its instant would be a guess).
+    """
+    if len(raw) == len("YYYY-MM-DD"):
+        return date.fromisoformat(raw)
+    stamp = datetime.fromisoformat(raw.replace("z", "Z"))
+    if stamp.tzinfo is None:
+        msg = "a timestamp needs its zone"
+        raise ValueError(msg)
+    return stamp
 
 
 def _text(row: dict[str, str], column: str, where: str, problems: list[str]) -> str:
@@ -170,12 +198,17 @@ def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row chec
             problems.append(f"{where}: model {model} is a {spec.kind}, but kind says {kind}")
         texts = {c: _text(row, c, where, problems) for c in ("serial", "hospital", "province", "source")}
         raw_date = (row.get("commissioned") or "").strip()
+        commissioned: date | datetime
         try:
-            commissioned = date.fromisoformat(raw_date)
-            if commissioned > today:
+            commissioned = parse_commissioned(raw_date)
+            day = commissioned.astimezone(UTC).date() if isinstance(commissioned, datetime) else commissioned
+            if day > today:
                 problems.append(f"{where}: commissioned {raw_date} is in the future")
         except ValueError:
-            problems.append(f"{where}: commissioned {raw_date!r} is not a date like 2021-08-17")
+            problems.append(
+                f"{where}: commissioned {raw_date!r} is not a date like 2021-08-17 "
+                "or an RFC 3339 timestamp like 2021-08-17T09:30:00+08:00"
+            )
             commissioned = today
         raw_hours = (row.get("last_service_run_hours") or "").strip()
         try:

@@ -26,7 +26,8 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from core.errors import SinkError
-from health.model import state_counts
+from health.model import UnitStatus, state_counts
+from health.status import sort_worst_first, stored_status
 from health.tokens import require_programme
 from health.uptime import uptime_report
 from store.schema import Measurement, Tag
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from health.engine import HealthEngine
-    from health.model import UnitStatus
     from health.tokens import TokenStore
     from store.reader import InfluxQL
 
@@ -60,6 +60,8 @@ class UnitOut(BaseModel):
     since: str | None
     last_reading: str | None
     maintenance_due: bool
+    pending_state: str | None = None
+    pending_reason: str | None = None
 
 
 class EventOut(BaseModel):
@@ -94,6 +96,7 @@ class UptimeRecord(BaseModel):
     power_failure_h: float
     no_data_h: float
     off_h: float
+    never_connected_h: float = 0.0
 
 
 def _iso(ms: int | None) -> str | None:
@@ -122,6 +125,8 @@ def _unit_out(s: UnitStatus, window_start_ms: int) -> dict[str, Any]:
         "since": _iso(max(s.since_ms, window_start_ms)),
         "last_reading": _iso(s.last_reading_ms),
         "maintenance_due": s.maintenance_due,
+        "pending_state": s.pending.state if s.pending else None,
+        "pending_reason": s.pending.reason if s.pending else None,
     }
 
 
@@ -153,6 +158,15 @@ def create_app(  # noqa: C901 - one nested function per route
     def window_start() -> int:
         return int(engine.last_cycle_at * 1000) - engine.lookback_ms if engine.last_cycle_at else 0
 
+    def live() -> dict[str, UnitStatus]:
+        """The engine's last cycle; before its first cycle ends (minutes at 20,000 units), what it stored."""
+        if engine.cycles or engine.last_status:
+            return engine.last_status
+        try:
+            return stored_status(reader, engine.inventory, int(time.time() * 1000))
+        except SinkError as exc:
+            raise HTTPException(503, f"InfluxDB: {exc}") from exc
+
     @app.get("/api/units", response_model=list[UnitOut], dependencies=guard)
     def units(
         state: str | None = None, hospital: str | None = None, province: str | None = None
@@ -160,16 +174,13 @@ def create_app(  # noqa: C901 - one nested function per route
         """The fleet's live states, worst first (severity, then the longest-standing)."""
         rows = [
             s
-            for s in engine.last_status.values()
+            for s in live().values()
             if (state is None or s.condition.state == state)
             and (hospital is None or s.unit.hospital.casefold() == hospital.casefold())
             and (province is None or s.unit.province.casefold() == province.casefold())
         ]
-        rows.sort(
-            key=lambda s: (-s.condition.code, s.condition.state == "in_spec", s.since_ms, s.unit.unit_id)
-        )
         start = window_start()
-        return [_unit_out(s, start) for s in rows]
+        return [_unit_out(s, start) for s in sort_worst_first(rows)]
 
     @app.get(
         "/api/units/{unit_id}",
@@ -179,7 +190,7 @@ def create_app(  # noqa: C901 - one nested function per route
     )
     def unit(unit_id: str) -> dict[str, Any]:
         """One unit: live state, inventory facts and its transitions of the last 7 days."""
-        status = engine.last_status.get(unit_id)
+        status = live().get(unit_id)
         if status is None:
             raise HTTPException(404, f"unit {unit_id!r} is not in the inventory")
         since_ms = int(time.time() * 1000) - 7 * 86400_000

@@ -28,6 +28,9 @@ class UnitStatus:
     since_ms: int
     last_reading_ms: int | None
     maintenance_due: bool
+    # The condition the latest readings show when it differs from ``condition`` but has not yet lasted the
+    # sustain window: shown as "pending" so a unit that just started reporting is not called "no data".
+    pending: Condition | None = None
 
 
 @dataclass
@@ -39,6 +42,9 @@ class Evaluation:
     segments: dict[str, list[Segment]] = field(default_factory=dict)
     status: dict[str, UnitStatus] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    # What the engine's "already written" cache learns once InfluxDB has confirmed ``lines``: per unit,
+    # minute (or -event time) -> written value. Applied by the engine only after a successful write.
+    written: dict[str, dict[int, object]] = field(default_factory=dict)
 
     def state_counts(self) -> dict[str, int]:
         """How many units are in each state at the end of the range."""

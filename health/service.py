@@ -77,6 +77,7 @@ def build_engine(settings: Settings, *, writing: bool) -> HealthEngine:
             lookback_s=h.lookback_s,
             cycle_s=h.cycle_s,
             on_change=None if alerter is None else alerter.notify,
+            on_history=None if alerter is None else alerter.history,
         )
     except InventoryError as exc:
         raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc

@@ -730,7 +730,7 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
         _fail(str(exc), EXIT_FAILED)
     finally:
         reader.close()
-    states = ("in_spec", "underperforming", "power_failure", "no_data", "off")
+    states = ("in_spec", "underperforming", "power_failure", "no_data", "off", "never_connected")
     if fmt == "json":
         click.echo(json.dumps(records, indent=1))
         return
@@ -744,14 +744,15 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
         return
     click.echo(
         f"{'unit / hospital':<28} {'avail %':>8} {'in spec h':>10} {'underperf h':>11} {'power h':>8} "
-        f"{'no data h':>9} {'off h':>7}"
+        f"{'no data h':>9} {'off h':>7} {'never conn. h':>13}"
     )
     for r in records:
         name = r["unit_id"] or f"= {r['hospital']}"
         shown = "-" if r["availability_pct"] is None else f"{r['availability_pct']:.2f}"
         click.echo(
             f"{name[:28]:<28} {shown:>8} {r['in_spec_h']:>10.2f} {r['underperforming_h']:>11.2f} "
-            f"{r['power_failure_h']:>8.2f} {r['no_data_h']:>9.2f} {r['off_h']:>7.2f}"
+            f"{r['power_failure_h']:>8.2f} {r['no_data_h']:>9.2f} {r['off_h']:>7.2f} "
+            f"{r['never_connected_h']:>13.2f}"
         )
 
 
@@ -759,45 +760,57 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
 @click.option(
     "--state",
     default=None,
-    type=click.Choice(["in_spec", "underperforming", "power_failure", "no_data", "off"]),
+    type=click.Choice(["in_spec", "underperforming", "power_failure", "no_data", "off", "never_connected"]),
     help="Only units in this state.",
 )
 @click.option("--hospital", default=None, help="Only this hospital.")
 def status(state: str | None, hospital: str | None) -> None:
-    """The live fleet table: unit, hospital, state, reason, since, last reading - worst first."""
-    from datetime import UTC, datetime  # noqa: PLC0415
+    """The live fleet table as the health engine last stored it: state, reason, since, last reading."""
+    from devices.inventory import SAMPLE_INVENTORY, InventoryError, load_inventory  # noqa: PLC0415
+    from health.status import sort_worst_first, stored_status  # noqa: PLC0415
+    from store.reader import InfluxQL  # noqa: PLC0415
 
     settings = _settings()
-    engine = _engine(settings, writing=False)
-    now_ms = int(time.time() * 1000)
-    start = now_ms - engine.lookback_ms
     try:
-        evaluation = engine.evaluate(start - start % 60_000, now_ms)
+        inventory = load_inventory(settings.inventory_file or SAMPLE_INVENTORY)
+    except InventoryError as exc:
+        _fail(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}", EXIT_CONFIG)
+    reader = InfluxQL.from_settings(settings.influx)
+    now_ms = int(time.time() * 1000)
+    try:
+        stored = stored_status(reader, inventory, now_ms)
     except SinkError as exc:
         _fail(str(exc), EXIT_FAILED)
     finally:
-        engine.reader.close()
-
-    def when(ms: int | None) -> str:
-        return "-" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
+        reader.close()
+    window_start = now_ms - round(settings.health.lookback_s * 1000)
     rows = [
         s
-        for s in evaluation.status.values()
+        for s in stored.values()
         if (state is None or s.condition.state == state)
         and (hospital is None or s.unit.hospital.casefold() == hospital.casefold())
     ]
-    rows.sort(key=lambda s: (-s.condition.code, s.condition.state == "in_spec", s.since_ms, s.unit.unit_id))
     click.echo(
-        f"{'unit':<16} {'hospital':<24} {'state':<16} {'reason':<16} {'since (UTC)':<19} {'last reading':<19} maint"
+        f"{'unit':<16} {'hospital':<24} {'state':<16} {'reason':<22} {'since (UTC)':<19} {'last reading':<19} maint"
     )
-    for s in rows:
-        since = when(s.since_ms) if s.since_ms > evaluation.start_ms else f"<{when(evaluation.start_ms)[11:]}"
+    for s in sort_worst_first(rows):
+        since = _when(s.since_ms) if s.since_ms > window_start else f"<{_when(window_start)[11:]}"
+        shown = "pending" if s.pending else s.condition.state
+        reason = f"{s.condition.state} -> {s.pending.state}" if s.pending else s.condition.reason
         click.echo(
-            f"{s.unit.unit_id:<16} {s.unit.hospital[:24]:<24} {s.condition.state:<16} {s.condition.reason:<16} "
-            f"{since:<19} {when(s.last_reading_ms):<19} {'due' if s.maintenance_due else ''}"
+            f"{s.unit.unit_id:<16} {s.unit.hospital[:24]:<24} {shown:<16} {reason[:22]:<22} "
+            f"{since:<19} {_when(s.last_reading_ms):<19} {'due' if s.maintenance_due else ''}"
         )
-    click.echo(f"{len(rows)} units")
+    missing = len(inventory) - len(stored)
+    click.echo(
+        f"{len(rows)} units" + (f" ({missing} not yet evaluated by the health engine)" if missing else "")
+    )
+
+
+def _when(ms: int | None) -> str:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @cli.group()

@@ -28,12 +28,14 @@ __all__ = [
     "UNREGISTERED",
     "ConnectionField",
     "EventField",
+    "HistoryField",
     "LateField",
     "Measurement",
     "RejectedField",
     "State",
     "StateField",
     "StatsField",
+    "StatusField",
     "Tag",
     "TelemetryField",
     "seconds_field",
@@ -51,6 +53,8 @@ class Measurement(StrEnum):
     STATS = "oxyfleet_ingest"  # the ingester's own counters
     UNIT_STATE = "unit_state"  # health engine: one point per unit per minute
     UNIT_EVENT = "unit_event"  # health engine: one point per state transition
+    UNIT_STATUS = "unit_status"  # health engine: each unit's live status (what `status` and the API read)
+    UNIT_HISTORY = "unit_history"  # health engine: a fault found in a late upload, notified once
 
 
 class Tag(StrEnum):
@@ -112,6 +116,23 @@ class StateField(StrEnum):
 def seconds_field(state: str) -> str:
     """The ``unit_state`` field holding the seconds a minute spent in ``state`` (e.g. ``in_spec_s``)."""
     return f"{State(state)}_s"
+
+
+class StatusField(StrEnum):
+    """Fields of ``unit_status`` (besides state, reason and code, named as in :class:`StateField`)."""
+
+    SINCE_MS = "since_ms"
+    LAST_READING_MS = "last_reading_ms"
+    PENDING_STATE = "pending_state"  # a condition seen at "now" but shorter than the sustain window
+    PENDING_REASON = "pending_reason"
+    UPDATED_MS = "updated_ms"  # when the engine wrote it
+
+
+class HistoryField(StrEnum):
+    """Fields of ``unit_history`` (the point's time is the episode's start)."""
+
+    END_MS = "end_ms"
+    NOTIFIED_MS = "notified_ms"
 
 
 class EventField(StrEnum):
