@@ -329,6 +329,7 @@ class HealthEngine:
             for change in transitions(segments, prior):
                 if change.at_ms < write_from:
                     continue
+                result.events.add((uid, change.at_ms))
                 event = line(
                     Measurement.UNIT_EVENT,
                     tags,
@@ -416,6 +417,7 @@ class HealthEngine:
                 begin, stop, write_from_ms=write_from, priors=priors, units=units, facts=facts
             )
             self.write(evaluation.lines)
+            self._drop_stale_events(evaluation, write_from, stop, units)
             if collect is not None:
                 for unit_id, segs in evaluation.segments.items():
                     head = [
@@ -454,6 +456,8 @@ class HealthEngine:
             self._unconfirmed_from = start
             raise
         self.confirm(evaluation)
+        if late.refetch:
+            self._drop_stale_events(evaluation, start, now_ms, late.refetch)
         self._status_written.update(status_keys)
         self._unconfirmed_from = None
         self._history(late, evaluation, now_ms)
@@ -473,6 +477,43 @@ class HealthEngine:
             **counts,
         )
         return evaluation
+
+    def _drop_stale_events(
+        self, evaluation: Evaluation, from_ms: int, to_ms: int, units: set[str] | None
+    ) -> None:
+        """Delete stored transitions in ``[from_ms, to_ms)`` that a re-evaluation no longer finds.
+
+        A unit silent while its readings waited in a broker or a device buffer got an in_spec -> no_data
+        event live; once the readings are in, the state never changed, and the event must go (overwriting
+        cannot remove a point). InfluxQL DELETE exists in InfluxDB 1.x only; on 2.x and 3 Core the stale
+        event stays and a warning says so.
+        """
+        if self.sink is None or to_ms <= from_ms or (units is not None and not units):
+            return
+        where = f"time >= {int(from_ms)}ms AND time < {int(to_ms)}ms"
+        if units is not None:
+            where += " AND (" + " OR ".join(f"{Tag.UNIT_ID} = '{u}'" for u in sorted(units)) + ")"
+        rows = self.reader.rows(
+            f"SELECT {Tag.UNIT_ID}, {EventField.CODE} FROM {Measurement.UNIT_EVENT} WHERE {where}"  # noqa: S608 - inventory ids, ints
+        )
+        found = ((r[Tag.UNIT_ID], int(r["time"])) for r in rows)
+        stale = [key for key in found if key not in evaluation.events]
+        if not stale:
+            return
+        try:
+            self.reader.execute(
+                "; ".join(
+                    f"DELETE FROM {Measurement.UNIT_EVENT} WHERE {Tag.UNIT_ID} = '{u}' "  # noqa: S608 - inventory ids, ints
+                    f"AND time >= {t}ms AND time <= {t}ms"
+                    for u, t in stale
+                )
+            )
+        except SinkError as exc:
+            log.warning("health.stale_events_kept", count=len(stale), error=str(exc)[:200])
+            return
+        for u, t in stale:
+            self._written.get(u, {}).pop(-t, None)
+        log.info("health.stale_events_deleted", count=len(stale))
 
     def _status_lines(
         self, evaluation: Evaluation, now_ms: int
@@ -560,6 +601,7 @@ class HealthEngine:
             evaluation.status.update(full.status)
             evaluation.segments.update(full.segments)
             evaluation.written.update(full.written)
+            evaluation.events |= full.events
         for unit_id, tail in evaluation.segments.items():
             if unit_id in refetch:
                 self._segments[unit_id] = tail

@@ -45,6 +45,9 @@ class Evaluation:
     # What the engine's "already written" cache learns once InfluxDB has confirmed ``lines``: per unit,
     # minute (or -event time) -> written value. Applied by the engine only after a successful write.
     written: dict[str, dict[int, object]] = field(default_factory=dict)
+    # (unit, time) of every transition found in the written range, written now or before: any other stored
+    # unit_event in that range no longer stands (a late upload showed the state never changed).
+    events: set[tuple[str, int]] = field(default_factory=set)
 
     def state_counts(self) -> dict[str, int]:
         """How many units are in each state at the end of the range."""

@@ -588,7 +588,7 @@ def simulate(
         kinds = (
             []
             if faults == "none"
-            else list(FaultKind)
+            else list(FaultKind)  # DOCS kinds land on DOCS plants only
             if faults == "all"
             else [FaultKind(k.strip()) for k in faults.split(",") if k.strip()]
         )

@@ -44,9 +44,7 @@ NEVER_UNIT = "OC-JKT-00004"  # in the inventory, never reported: never_connected
 def engine(influx, settings_for, tmp_path: Path) -> Iterator[HealthEngine]:
     inventory = load_inventory(SAMPLE_INVENTORY)
     path = tmp_path / "inventory.csv"
-    path.write_text(
-        write_inventory(inventory.units[u] for u in (OK_UNIT, LOW_UNIT, SILENT_UNIT, NEVER_UNIT))
-    )
+    path.write_text(write_inventory(inventory.units[u] for u in (OK_UNIT, LOW_UNIT, SILENT_UNIT, NEVER_UNIT)))
     sink = InfluxSink(make_transport(settings_for("api").influx))
     now = time.time_ns() // 1_000_000
     builder = LineBuilder()
