@@ -61,8 +61,10 @@ def test_a_broken_edit_keeps_the_previous_inventory_and_says_where(tmp_path: Pat
     (event,) = logs
     assert event["event"] == "ingest.inventory_invalid"
     assert event["problems"] == [
-        f"{path}:2: commissioned 'not-a-date' is not a date like 2021-08-17 "
-        "or an RFC 3339 timestamp like 2021-08-17T09:30:00+08:00"
+        (
+            f"{path}:2: commissioned 'not-a-date' is not a date like 2021-08-17 "
+            "or an RFC 3339 timestamp like 2021-08-17T09:30:00+08:00"
+        )
     ]
 
 
