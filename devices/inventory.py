@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -150,6 +150,7 @@ def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row chec
     """Parse and validate inventory CSV text; raise InventoryError listing every problem."""
     catalog = catalog if catalog is not None else load_catalog()
     today = today or date.today()  # noqa: DTZ011 - commissioning dates are calendar dates
+    horizon_ms = commissioned_ms(datetime.combine(today + timedelta(days=1), time(0), UTC), "")
     try:  # delimiter, title rows, header names as spreadsheets save them (devices/csvfile.py)
         table = read_table(text, name, COLUMNS)
     except TableError as exc:
@@ -201,8 +202,8 @@ def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row chec
         commissioned: date | datetime
         try:
             commissioned = parse_commissioned(raw_date)
-            day = commissioned.astimezone(UTC).date() if isinstance(commissioned, datetime) else commissioned
-            if day > today:
+            # Future = after today ends (UTC): "today" in Papua is already tomorrow's date in UTC terms.
+            if commissioned_ms(commissioned, texts["province"]) >= horizon_ms:
                 problems.append(f"{where}: commissioned {raw_date} is in the future")
         except ValueError:
             problems.append(
