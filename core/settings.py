@@ -215,6 +215,17 @@ class InfluxSettings(_Section):
     )
     database: str = Field("oxyfleet", min_length=1, description="v1 database (also the InfluxQL database).")
     retention_policy: str | None = Field(None, description="v1 retention policy (server default when empty).")
+    raw_retention: str = Field(
+        "90d",
+        pattern=r"^(INF|[1-9][0-9]*[hdw])$",
+        description="v1: how long raw telemetry is kept (the database's default retention policy), e.g. 90d; "
+        "INF keeps it forever. Set up by oxyfleet with CREATE_DATABASE.",
+    )
+    long_retention_policy: str | None = Field(
+        "oxyfleet_long",
+        description="v1: retention policy (kept forever) for the health engine's results and per-minute "
+        "aggregates; empty: the default policy. Created by oxyfleet with CREATE_DATABASE.",
+    )
     username: str | None = Field(None, description="v1 user (Basic auth).")
     password: SecretStr | None = Field(None, description="v1 password.")
     password_file: ExistingFile = Field(None, description="File holding the v1 password.")

@@ -30,7 +30,7 @@ from health.model import UnitStatus, state_counts
 from health.status import sort_worst_first, stored_status
 from health.tokens import require_programme
 from health.uptime import uptime_report
-from store.schema import Measurement, Tag
+from store.schema import Measurement, Tag, qualified
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -163,7 +163,7 @@ def create_app(  # noqa: C901 - one nested function per route
         if engine.cycles or engine.last_status:
             return engine.last_status
         try:
-            return stored_status(reader, engine.inventory, int(time.time() * 1000))
+            return stored_status(reader, engine.inventory, int(time.time() * 1000), engine.long_rp)
         except SinkError as exc:
             raise HTTPException(503, f"InfluxDB: {exc}") from exc
 
@@ -197,7 +197,8 @@ def create_app(  # noqa: C901 - one nested function per route
         try:
             # unit_id is an inventory id here, which matches ^[A-Za-z0-9][A-Za-z0-9_.-]*$: nothing to inject.
             rows = reader.rows(
-                f"SELECT * FROM {Measurement.UNIT_EVENT} WHERE {Tag.UNIT_ID} = '{unit_id}' "  # noqa: S608
+                f"SELECT * FROM {qualified(Measurement.UNIT_EVENT, engine.long_rp)} "  # noqa: S608
+                f"WHERE {Tag.UNIT_ID} = '{unit_id}' "
                 f"AND time >= {since_ms}ms"
             )
         except SinkError as exc:
@@ -232,7 +233,13 @@ def create_app(  # noqa: C901 - one nested function per route
         """Availability per unit and for the hospital (last record, ``level: hospital``) over ``since``."""
         now_ms = int(time.time() * 1000)
         try:
-            records = uptime_report(reader, now_ms - int(_since_s(since) * 1000), now_ms, hospital=hospital)
+            records = uptime_report(
+                reader,
+                now_ms - int(_since_s(since) * 1000),
+                now_ms,
+                hospital=hospital,
+                retention_policy=engine.long_rp,
+            )
         except SinkError as exc:
             raise HTTPException(503, f"InfluxDB: {exc}") from exc
         if not records:

@@ -27,6 +27,7 @@ import structlog
 
 from core.errors import SinkError, SinkFatalError
 from devices.inventory import Inventory, Unit, load_inventory
+from health.aggregates import aggregate_lines
 from health.model import Evaluation, UnitStatus
 from health.rules import (
     MINUTE_MS,
@@ -39,6 +40,7 @@ from health.rules import (
     raw_segments,
     sustain,
     transitions,
+    whole_minute,
 )
 from store.lineproto import line, tag_set
 from store.schema import (
@@ -52,6 +54,7 @@ from store.schema import (
     StateField,
     StatusField,
     Tag,
+    qualified,
     seconds_field,
 )
 
@@ -159,6 +162,7 @@ class HealthEngine:
         clock: Any = time.time,  # noqa: ANN401 - a () -> float clock
         on_change: Callable[[UnitStatus, Condition, int], None] | None = None,
         on_history: Callable[[Unit, Condition, int, int, int], None] | None = None,
+        long_rp: str | None = None,
     ) -> None:
         self.reader = reader
         self.sink = sink
@@ -176,6 +180,9 @@ class HealthEngine:
         # Called once per fault found inside a late upload (unit, condition, start, end, now).
         self.on_history = on_history
         self._status_written: dict[str, tuple[Any, ...]] = {}
+        # The retention policy the engine's results (and ``sink``'s writes) live in; None: the default.
+        self.long_rp = long_rp
+        self._aggregated_until: int | None = None
         self._late_checked_ms: int | None = None
         self._cache: dict[str, list[Reading]] = {}
         self._cache_until: int | None = None
@@ -190,6 +197,34 @@ class HealthEngine:
         self.last_cycle_ms = 0.0
         # Current state per unit as of the last cycle; alerts fire when it changes (never on the first cycle).
         self.current: dict[str, Condition] = {}
+
+    def _results(self, measurement: Measurement) -> str:
+        """One of the engine's own measurements in InfluxQL, under the policy it writes them to."""
+        return qualified(measurement, self.long_rp)
+
+    def _aggregate(self, now_ms: int, late: LateWork) -> None:
+        """Write per-minute aggregates for minutes now complete, and again for minutes late uploads changed.
+
+        A minute is aggregated once readings can no longer arrive on time for it (LATE_AFTER_MS); later
+        ones come with a late_data marker, and the units concerned are aggregated again over their span.
+        """
+        ready = now_ms - LATE_AFTER_MS
+        ready -= ready % MINUTE_MS
+        since = self._aggregated_until
+        if since is None:
+            since = ready - self.lookback_ms
+        # Catch up at most a few minutes per cycle (after a start, the whole window is behind): one
+        # minute of 20,000 units is 20,000 rows, and a start must not cost a cycle several times over.
+        ready = min(ready, since + 3 * MINUTE_MS)
+        lines = aggregate_lines(self.reader, self.inventory, _tags, since, ready)
+        if late.spans:
+            low = min(a for a, _ in late.spans.values())
+            high = max(b for _, b in late.spans.values()) + MINUTE_MS
+            lines += aggregate_lines(
+                self.reader, self.inventory, _tags, low - low % MINUTE_MS, min(high, ready), set(late.spans)
+            )
+        self.write(lines)
+        self._aggregated_until = max(since, ready)
 
     def _reload_inventory(self) -> None:
         try:
@@ -228,7 +263,7 @@ class HealthEngine:
         """The effective state each unit had just before ``at_ms``, as stored by earlier evaluations."""
         rows = self.reader.rows(
             f"SELECT last({StateField.STATE}) AS state, last({StateField.REASON}) AS reason "  # noqa: S608
-            f"FROM {Measurement.UNIT_STATE} WHERE time < {int(at_ms)}ms AND time >= {int(at_ms) - 2 * 3600_000}ms "
+            f"FROM {self._results(Measurement.UNIT_STATE)} WHERE time < {int(at_ms)}ms AND time >= {int(at_ms) - 2 * 3600_000}ms "
             f"GROUP BY {Tag.UNIT_ID}"
         )
         return {r[Tag.UNIT_ID]: Condition(r["state"], r.get("reason") or "") for r in rows if r.get("state")}
@@ -417,6 +452,10 @@ class HealthEngine:
                 begin, stop, write_from_ms=write_from, priors=priors, units=units, facts=facts
             )
             self.write(evaluation.lines)
+            if self.sink is not None:
+                self.write(
+                    aggregate_lines(self.reader, self.inventory, _tags, max(cursor, start_ms), stop, units)
+                )
             self._drop_stale_events(evaluation, write_from, stop, units)
             if collect is not None:
                 for unit_id, segs in evaluation.segments.items():
@@ -461,6 +500,8 @@ class HealthEngine:
         self._status_written.update(status_keys)
         self._unconfirmed_from = None
         self._history(late, evaluation, now_ms)
+        if self.sink is not None:
+            self._aggregate(now_ms, late)
         self._late_checked_ms = late.checked_to
         self.last_status = evaluation.status
         self._alert(evaluation, now_ms)
@@ -494,7 +535,7 @@ class HealthEngine:
         if units is not None:
             where += " AND (" + " OR ".join(f"{Tag.UNIT_ID} = '{u}'" for u in sorted(units)) + ")"
         rows = self.reader.rows(
-            f"SELECT {Tag.UNIT_ID}, {EventField.CODE} FROM {Measurement.UNIT_EVENT} WHERE {where}"  # noqa: S608 - inventory ids, ints
+            f"SELECT {Tag.UNIT_ID}, {EventField.CODE} FROM {self._results(Measurement.UNIT_EVENT)} WHERE {where}"  # noqa: S608 - inventory ids, ints
         )
         found = ((r[Tag.UNIT_ID], int(r["time"])) for r in rows)
         stale = [key for key in found if key not in evaluation.events]
@@ -581,13 +622,17 @@ class HealthEngine:
             return evaluation
         tail_from = changed_from - self.sustain_ms - 2 * self.pad_ms
         tail_from = max(start, tail_from - tail_from % MINUTE_MS)
-        others = None if not refetch else set(self.inventory.units) - refetch
         context = tail_from - self.pad_ms
         views = {u: rows[bisect.bisect_left(rows, context, key=_time) :] for u, rows in self._cache.items()}
+        steady = self._steady(start, tail_from, now_ms, changed_from, refetch)
+        slow = set(self.inventory.units) - refetch - set(steady.status)
         priors = {u: _condition_at(segs, tail_from) for u, segs in self._segments.items() if segs}
         evaluation = self.evaluate(
-            tail_from, now_ms, readings=views, only_changes=True, priors=priors, units=others
+            tail_from, now_ms, readings=views, only_changes=True, priors=priors, units=slow
         )
+        evaluation.lines += steady.lines
+        evaluation.status.update(steady.status)
+        evaluation.written.update(steady.written)
         if refetch:
             whole = {
                 u: late.priors.get(u) or _condition_at(segs, start)
@@ -618,6 +663,73 @@ class HealthEngine:
                 evaluation.status[unit_id] = replace(status, since_ms=spliced[-1].start_ms)
         evaluation.segments = self._segments
         return evaluation
+
+    def _steady(  # noqa: C901 - one pass, every way out of the fast path listed in order
+        self, start: int, tail_from: int, now_ms: int, changed_from: int, refetch: set[str]
+    ) -> Evaluation:
+        """Units whose new readings all show the condition they are in: their state simply goes on.
+
+        Most of a fleet, most of the time. For them the timeline's last segment is extended to now and
+        only the newly completed minutes are written, instead of rebuilding a few minutes of timeline
+        per unit (the larger part of a steady cycle at 20,000 units). Any change, gap, pending condition
+        or late upload sends the unit through :meth:`evaluate` instead.
+        """
+        out = Evaluation(tail_from, now_ms)
+        facts = self.facts
+        for unit_id, segs in self._segments.items():
+            status = self.last_status.get(unit_id)
+            rows = self._cache.get(unit_id)
+            if not segs or not rows or status is None or status.pending is not None or unit_id in refetch:
+                continue
+            last = segs[-1]
+            condition = last.condition
+            if condition.state in (State.NO_DATA, State.NEVER_CONNECTED) or status.condition != condition:
+                continue
+            unit = status.unit
+            no_data_ms = max(3 * round(unit.spec.report_interval_s * 1000), 60_000)
+            i = bisect.bisect_left(rows, changed_from, key=_time)
+            if i == 0:
+                continue
+            previous = rows[i - 1][0]
+            hours = None
+            for t, c, h in rows[i:]:
+                if (c is not condition and c != condition) or t - previous > no_data_ms:
+                    break
+                previous = t
+                if h is not None:
+                    hours = h
+            else:
+                if now_ms - previous > no_data_ms:
+                    continue
+                facts.seen(unit_id, rows[0][0], previous, hours)
+                hours_now = facts.hours.get(unit_id)
+                due = (
+                    hours_now is not None
+                    and hours_now - unit.last_service_run_hours >= unit.spec.service_interval_h
+                )
+                seconds = whole_minute(condition.state)
+                key = (condition, tuple(seconds.values()), due)
+                written = self._written.get(unit_id, {})
+                confirm: dict[int, object] = {}
+                first = max(tail_from, last.start_ms + (-last.start_ms) % MINUTE_MS)
+                for m in range(first, now_ms - MINUTE_MS + 1, MINUTE_MS):
+                    if written.get(m) == key:
+                        continue
+                    confirm[m] = key
+                    fields: dict[str, object] = {
+                        StateField.STATE: condition.state,
+                        StateField.REASON: condition.reason,
+                        StateField.CODE: condition.code,
+                        StateField.IN_SPEC: 1 if condition.state == State.IN_SPEC else 0,
+                        StateField.MAINTENANCE_DUE: due,
+                    }
+                    fields.update({seconds_field(state): sec for state, sec in seconds.items()})
+                    out.lines.append(line(Measurement.UNIT_STATE, _tags(unit), fields, m * _NS_PER_MS))
+                out.written[unit_id] = confirm
+                kept = [g for g in segs[:-1] if g.end_ms > start]
+                self._segments[unit_id] = [*kept, Segment(last.start_ms, now_ms, condition)]
+                out.status[unit_id] = UnitStatus(unit, condition, last.start_ms, facts.last.get(unit_id), due)
+        return out
 
     def _refresh_cache(self, keep_from_ms: int, now_ms: int, refetch: set[str]) -> int:
         """Fetch only what is new since the last cycle (plus the ingester's late margin), per unit.
@@ -659,7 +771,9 @@ class HealthEngine:
         checked = self._late_checked_ms
         if checked is None:
             # First cycle: catch up on uploads that arrived while the engine was not running.
-            rows = self.reader.rows(f"SELECT last({StateField.STATE}) FROM {Measurement.UNIT_STATE}")  # noqa: S608
+            rows = self.reader.rows(
+                f"SELECT last({StateField.STATE}) FROM {self._results(Measurement.UNIT_STATE)}"  # noqa: S608
+            )
             checked = int(rows[0]["time"]) if rows else now_ms - self.lookback_ms
         rows = self.reader.rows(
             f"SELECT {Tag.UNIT_ID}, {LateField.FROM_MS}, {LateField.TO_MS} FROM {Measurement.LATE_DATA} "  # noqa: S608 - constants and ints
@@ -718,7 +832,7 @@ class HealthEngine:
         units = sorted({u for u, *_ in found})
         low = min(a for *_, a, _ in found)
         stored = self.reader.rows(
-            f"SELECT {Tag.UNIT_ID}, {HistoryField.END_MS} FROM {Measurement.UNIT_HISTORY} "  # noqa: S608 - ids match the inventory pattern
+            f"SELECT {Tag.UNIT_ID}, {HistoryField.END_MS} FROM {self._results(Measurement.UNIT_HISTORY)} "  # noqa: S608 - ids match the inventory pattern
             f"WHERE time >= {low}ms AND (" + " OR ".join(f"{Tag.UNIT_ID} = '{u}'" for u in units) + ")"
         )
         known = {(r[Tag.UNIT_ID], int(r["time"])) for r in stored}

@@ -54,6 +54,7 @@ __all__ = [
     "sustain",
     "timeline",
     "transitions",
+    "whole_minute",
 ]
 
 IN_SPEC: Final = State.IN_SPEC
@@ -289,6 +290,11 @@ def timeline(
 
 # Shared, never mutated: the seconds of a minute spent entirely in one state.
 _WHOLE_MINUTE: Final = {state: {s: (60.0 if s == state else 0.0) for s in STATES} for state in STATES}
+
+
+def whole_minute(state: str) -> dict[str, float]:
+    """The seconds of a minute spent entirely in ``state`` (shared: never mutate it)."""
+    return _WHOLE_MINUTE[state]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from health.model import UnitStatus
 from health.rules import Condition
-from store.schema import Measurement, StateField, StatusField, Tag
+from store.schema import Measurement, StateField, StatusField, Tag, qualified
 
 if TYPE_CHECKING:
     from devices.inventory import Inventory
@@ -24,10 +24,13 @@ __all__ = ["sort_worst_first", "stored_status"]
 _HOUR_MS = 3600_000
 
 
-def stored_status(reader: InfluxQL, inventory: Inventory, now_ms: int) -> dict[str, UnitStatus]:
+def stored_status(
+    reader: InfluxQL, inventory: Inventory, now_ms: int, retention_policy: str | None = None
+) -> dict[str, UnitStatus]:
     """Each inventory unit's latest stored status (units the engine has not written yet are absent)."""
     since = now_ms - now_ms % _HOUR_MS - _HOUR_MS
-    rows = reader.rows(f"SELECT * FROM {Measurement.UNIT_STATUS} WHERE time >= {int(since)}ms")  # noqa: S608 - an int
+    source = qualified(Measurement.UNIT_STATUS, retention_policy)
+    rows = reader.rows(f"SELECT * FROM {source} WHERE time >= {int(since)}ms")  # noqa: S608 - an int
     latest: dict[str, dict[str, object]] = {}
     for row in rows:
         unit_id = str(row.get(Tag.UNIT_ID))

@@ -719,12 +719,18 @@ def uptime(hospital: str | None, province: str | None, since: str, fmt: str) -> 
 
     from health.uptime import uptime_report  # noqa: PLC0415
     from store.reader import InfluxQL  # noqa: PLC0415
+    from store.retention import results_policy  # noqa: PLC0415
 
     settings = _settings()
     reader = InfluxQL.from_settings(settings.influx)
     try:
         records = uptime_report(
-            reader, _since_ms(since), int(time.time() * 1000), hospital=hospital, province=province
+            reader,
+            _since_ms(since),
+            int(time.time() * 1000),
+            hospital=hospital,
+            province=province,
+            retention_policy=results_policy(settings.influx),
         )
     except SinkError as exc:
         _fail(str(exc), EXIT_FAILED)
@@ -769,6 +775,7 @@ def status(state: str | None, hospital: str | None) -> None:
     from devices.inventory import SAMPLE_INVENTORY, InventoryError, load_inventory  # noqa: PLC0415
     from health.status import sort_worst_first, stored_status  # noqa: PLC0415
     from store.reader import InfluxQL  # noqa: PLC0415
+    from store.retention import results_policy  # noqa: PLC0415
 
     settings = _settings()
     try:
@@ -778,7 +785,7 @@ def status(state: str | None, hospital: str | None) -> None:
     reader = InfluxQL.from_settings(settings.influx)
     now_ms = int(time.time() * 1000)
     try:
-        stored = stored_status(reader, inventory, now_ms)
+        stored = stored_status(reader, inventory, now_ms, results_policy(settings.influx))
     except SinkError as exc:
         _fail(str(exc), EXIT_FAILED)
     finally:

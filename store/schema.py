@@ -22,6 +22,8 @@ from devices.payload import PAYLOAD_MODELS
 
 __all__ = [
     "ACCOUNTED",
+    "AGGREGATED",
+    "AGGREGATES",
     "LATE_AFTER_MS",
     "STATES",
     "UNIT_TAGS",
@@ -38,6 +40,8 @@ __all__ = [
     "StatusField",
     "Tag",
     "TelemetryField",
+    "aggregate_field",
+    "qualified",
     "seconds_field",
     "telemetry_fields",
 ]
@@ -55,6 +59,7 @@ class Measurement(StrEnum):
     UNIT_EVENT = "unit_event"  # health engine: one point per state transition
     UNIT_STATUS = "unit_status"  # health engine: each unit's live status (what `status` and the API read)
     UNIT_HISTORY = "unit_history"  # health engine: a fault found in a late upload, notified once
+    TELEMETRY_1M = "telemetry_1m"  # health engine: per unit per minute min/mean/max, kept long-term
 
 
 class Tag(StrEnum):
@@ -111,6 +116,27 @@ class StateField(StrEnum):
     CODE = "code"  # severity: 0 fine or off, 1 warning, 2 critical
     IN_SPEC = "in_spec"  # 1 when the minute's dominant state is in_spec
     MAINTENANCE_DUE = "maintenance_due"
+
+
+# Telemetry fields aggregated per unit and minute into telemetry_1m (purity, flow, pressure), and the
+# statistics kept of each.
+AGGREGATED: Final = ("purity_pct", "flow_lpm", "outlet_kpa")
+AGGREGATES: Final = ("min", "mean", "max")
+
+
+def aggregate_field(field: str, stat: str) -> str:
+    """The ``telemetry_1m`` field for one statistic of one telemetry field (e.g. ``purity_pct_min``)."""
+    if field not in AGGREGATED or stat not in AGGREGATES:
+        msg = f"not an aggregated field/statistic: {field} {stat}"
+        raise ValueError(msg)
+    return f"{field}_{stat}"
+
+
+def qualified(measurement: Measurement, retention_policy: str | None) -> str:
+    """``measurement`` in InfluxQL, under ``retention_policy`` when one is given (the default otherwise)."""
+    if not retention_policy:
+        return str(measurement)
+    return '"' + retention_policy.replace('"', '\\"') + '".' + str(measurement)
 
 
 def seconds_field(state: str) -> str:

@@ -183,6 +183,7 @@ def test_api(engine, client) -> None:
 def test_uptime_csv(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
+    monkeypatch.setenv("OXYFLEET_INFLUX__LONG_RETENTION_POLICY", "")  # the fixture's engine wrote the default
     result = CliRunner().invoke(
         cli, ["uptime", "--since", "1h", "--format", "csv", "--hospital", "RS Umum Cempaka Raya"]
     )
@@ -272,6 +273,7 @@ def test_a_late_upload_is_reevaluated(
 def test_status_cli(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
+    monkeypatch.setenv("OXYFLEET_INFLUX__LONG_RETENTION_POLICY", "")  # the fixture's engine wrote the default
     monkeypatch.setenv("OXYFLEET_INVENTORY_FILE", str(engine.inventory_path))
     # status answers from what the engine stored, not by evaluating readings again.
     influx.execute("DROP MEASUREMENT telemetry")
