@@ -222,9 +222,10 @@ class InfluxSettings(_Section):
         "INF keeps it forever. Set up by oxyfleet with CREATE_DATABASE.",
     )
     long_retention_policy: str | None = Field(
-        "oxyfleet_long",
+        None,
         description="v1: retention policy (kept forever) for the health engine's results and per-minute "
-        "aggregates; empty: the default policy. Created by oxyfleet with CREATE_DATABASE.",
+        "aggregates, e.g. oxyfleet_long; created by oxyfleet with CREATE_DATABASE. Only when it is set is "
+        "the default policy bounded to RAW_RETENTION (else the health results would expire with it).",
     )
     username: str | None = Field(None, description="v1 user (Basic auth).")
     password: SecretStr | None = Field(None, description="v1 password.")

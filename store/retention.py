@@ -1,5 +1,8 @@
 """Data lifecycle on InfluxDB 1.x: raw telemetry bounded, the health engine's results kept.
 
+Turned on by ``OXYFLEET_INFLUX__LONG_RETENTION_POLICY`` (e.g. ``oxyfleet_long``); off by default until
+the Grafana dashboards and alert rules read the health measurements from that policy.
+
 At 20,000 units every 10 s the raw stream is ~173 million readings a day, so raw telemetry cannot be kept
 forever; monthly reports and year-long charts read ``unit_state`` and the per-minute aggregates
 (``telemetry_1m``) instead, which the health engine writes to a retention policy kept forever
@@ -72,13 +75,14 @@ def apply_retention(transport: Transport, influx: InfluxSettings) -> None:
         log.warning("store.retention_unreadable", body=resp.data[:200].decode(errors="replace"))
         return
     raw = influx.raw_retention
+    long_rp = influx.long_retention_policy
     default = next((r for r in rows if r.get("default")), None)
-    if default is not None and _hours(default["duration"]) != _hours(raw):
+    # Without a long-term policy the health results share the default one: bounding it would expire them.
+    if long_rp and default is not None and _hours(default["duration"]) != _hours(raw):
         statements.append(
             f"ALTER RETENTION POLICY {_quote(default['name'])} ON {db} DURATION {raw} "
             f"SHARD DURATION {shard_duration(raw)}"
         )
-    long_rp = influx.long_retention_policy
     if long_rp and all(r["name"] != long_rp for r in rows):
         statements.append(f"CREATE RETENTION POLICY {_quote(long_rp)} ON {db} DURATION INF REPLICATION 1")
     for statement in statements:

@@ -28,7 +28,7 @@ MINUTE = 60_000
 LONG = "oxyfleet_long"
 
 
-def _policies(influx) -> dict[str, dict]:
+def _policies(influx) -> dict[str, dict[str, object]]:
     answer = influx.raw(f'SHOW RETENTION POLICIES ON "{influx.database}"')
     series = answer["results"][0]["series"][0]
     return {v[0]: dict(zip(series["columns"], v, strict=True)) for v in series["values"]}
