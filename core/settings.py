@@ -218,8 +218,8 @@ class InfluxSettings(_Section):
     raw_retention: str = Field(
         "90d",
         pattern=r"^(INF|[1-9][0-9]*[hdw])$",
-        description="v1: how long raw telemetry is kept (the database's default retention policy), e.g. 90d; "
-        "INF keeps it forever. Set up by oxyfleet with CREATE_DATABASE.",
+        description="v1, with LONG_RETENTION_POLICY: how long raw telemetry is kept (the database's default "
+        "retention policy), e.g. 90d; INF keeps it forever. Set up by oxyfleet with CREATE_DATABASE.",
     )
     long_retention_policy: str | None = Field(
         None,
