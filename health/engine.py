@@ -27,7 +27,7 @@ import structlog
 
 from core.errors import SinkError, SinkFatalError
 from devices.inventory import Inventory, Unit, load_inventory
-from health.aggregates import aggregate_lines
+from health.aggregates import aggregate_lines, minute_lines
 from health.model import Evaluation, UnitStatus
 from health.rules import (
     MINUTE_MS,
@@ -79,7 +79,19 @@ _NS_PER_MS: Final = 1_000_000
 _SLICE_MS: Final = 3600_000
 
 
-Reading = tuple[int, Condition, float | None]  # (time ms, condition, run hours)
+# (time ms, condition, run hours, purity, flow, outlet pressure): the last three for the minute aggregates.
+Reading = tuple[int, Condition, float | None, float | None, float | None, float | None]
+
+
+def _reading(row: dict[str, Any], spec: Any) -> Reading:  # noqa: ANN401 - ModelSpec
+    return (
+        int(row["time"]),
+        classify(row, spec),
+        row.get("run_hours"),
+        row.get("purity_pct"),
+        row.get("flow_lpm"),
+        row.get("outlet_kpa"),
+    )
 
 
 def _time(reading: Reading) -> int:
@@ -207,22 +219,29 @@ class HealthEngine:
 
         A minute is aggregated once readings can no longer arrive on time for it (LATE_AFTER_MS); later
         ones come with a late_data marker, and the units concerned are aggregated again over their span.
+        Computed from the readings the engine holds anyway (no query); only the part of a late span older
+        than the cached window is aggregated by InfluxDB.
         """
         ready = now_ms - LATE_AFTER_MS
         ready -= ready % MINUTE_MS
         since = self._aggregated_until
         if since is None:
             since = ready - self.lookback_ms
-        # Catch up at most a few minutes per cycle (after a start, the whole window is behind): one
-        # minute of 20,000 units is 20,000 rows, and a start must not cost a cycle several times over.
+        # Catch up at most a few minutes per cycle (after a start, the whole window is behind), so a start
+        # does not cost one cycle several times over.
         ready = min(ready, since + 3 * MINUTE_MS)
-        lines = aggregate_lines(self.reader, self.inventory, _tags, since, ready)
+        lines = minute_lines(self._cache, self.inventory, _tags, since, ready)
         if late.spans:
+            cached_from = now_ms - self.lookback_ms - self.pad_ms
+            cached_from += (-cached_from) % MINUTE_MS
             low = min(a for a, _ in late.spans.values())
-            high = max(b for _, b in late.spans.values()) + MINUTE_MS
-            lines += aggregate_lines(
-                self.reader, self.inventory, _tags, low - low % MINUTE_MS, min(high, ready), set(late.spans)
-            )
+            low -= low % MINUTE_MS
+            high = min(max(b for _, b in late.spans.values()) + MINUTE_MS, ready)
+            units = set(late.spans)
+            cache = {u: rows for u, rows in self._cache.items() if u in units}
+            lines += minute_lines(cache, self.inventory, _tags, max(low, cached_from), high)
+            if low < cached_from:
+                lines += aggregate_lines(self.reader, self.inventory, _tags, low, cached_from, units)
         self.write(lines)
         self._aggregated_until = max(since, ready)
 
@@ -282,9 +301,7 @@ class HealthEngine:
         for unit_id, rows in self._readings(start_ms, end_ms, units).items():
             unit = self.inventory.units.get(unit_id)
             if unit is not None:
-                out[unit_id] = sorted(
-                    ((int(r["time"]), classify(r, unit.spec), r.get("run_hours")) for r in rows), key=_time
-                )
+                out[unit_id] = sorted((_reading(r, unit.spec) for r in rows), key=_time)
         return out
 
     def evaluate(  # noqa: C901, PLR0912, PLR0915 - one pass per unit: timeline, minutes, events, status
@@ -320,7 +337,7 @@ class HealthEngine:
             rows = readings.get(uid, [])
             if rows:
                 facts.seen(
-                    uid, rows[0][0], rows[-1][0], max((h for _, _, h in rows if h is not None), default=None)
+                    uid, rows[0][0], rows[-1][0], max((r[2] for r in rows if r[2] is not None), default=None)
                 )
             begin, first = accounting_start(unit.commissioned_ms, facts.first.get(uid), start_ms, end_ms)
             if begin >= end_ms:
@@ -692,7 +709,7 @@ class HealthEngine:
                 continue
             previous = rows[i - 1][0]
             hours = None
-            for t, c, h in rows[i:]:
+            for t, c, h, *_ in rows[i:]:
                 if (c is not condition and c != condition) or t - previous > no_data_ms:
                     break
                 previous = t
@@ -757,7 +774,7 @@ class HealthEngine:
             new = []
             for row in fresh.get(unit_id, []):
                 t = int(row["time"])
-                new.append(known.get(t) or (t, classify(row, unit.spec), row.get("run_hours")))
+                new.append(known.get(t) or _reading(row, unit.spec))
             new.sort(key=_time)
             self._cache[unit_id] = cached[lo:hi] + new
         self._cache_until = now_ms

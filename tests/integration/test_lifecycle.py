@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
-from health.engine import HealthEngine
+from health.aggregates import aggregate_lines, minute_lines
+from health.engine import HealthEngine, _tags
 from store.retention import apply_retention, shard_duration
 from store.writer import InfluxSink, V1Transport
 
@@ -77,6 +78,12 @@ def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_pat
         assert row["flow_lpm_mean"] == pytest.approx(9.8)
     states = influx.rows(f'SELECT count(state) FROM "{LONG}".unit_state')
     assert states[0]["count"] == 10
+    # Cycles aggregate the readings they hold instead of asking InfluxDB: the same numbers.
+    held = minute_lines(engine.fetch(start, end), engine.inventory, _tags, start, end)
+    asked = aggregate_lines(influx, engine.inventory, _tags, start, end)
+    assert len(held) == len(asked) == 10
+    for mine, theirs in zip(sorted(held), sorted(asked), strict=True):
+        assert _fields(mine) == pytest.approx(_fields(theirs))
 
     # The operator's raw period ends: one hour (InfluxDB's minimum) makes three-hour-old readings expire.
     apply_retention(transport, influx_settings.model_copy(update={"raw_retention": "1h"}))
@@ -89,3 +96,7 @@ def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_pat
     assert influx.rows(f'SELECT count(state) FROM "{LONG}".unit_state')[0]["count"] == 10
     raw.close()
     results.close()
+
+
+def _fields(line: str) -> dict[str, float]:
+    return {k: float(v) for k, v in (kv.split("=") for kv in line.rsplit(" ", 2)[1].split(","))}
