@@ -44,6 +44,7 @@ from health.rules import (
 )
 from store.lineproto import line, tag_set
 from store.schema import (
+    AGGREGATED,
     LATE_AFTER_MS,
     UNIT_TAGS,
     EventField,
@@ -54,6 +55,7 @@ from store.schema import (
     StateField,
     StatusField,
     Tag,
+    aggregate_field,
     qualified,
     seconds_field,
 )
@@ -226,7 +228,12 @@ class HealthEngine:
         ready -= ready % MINUTE_MS
         since = self._aggregated_until
         if since is None:
-            since = ready - self.lookback_ms
+            # After a start: resume after the last stored aggregate (within the window); a fleet never
+            # aggregated starts now (`oxyfleet health --once --since` aggregates older ranges).
+            field = aggregate_field(AGGREGATED[0], "max")
+            stored = self.reader.rows(f"SELECT last({field}) FROM {self._results(Measurement.TELEMETRY_1M)}")  # noqa: S608
+            last = int(stored[0]["time"]) + MINUTE_MS if stored else ready
+            since = min(ready, max(last, ready - self.lookback_ms))
         # Catch up at most a few minutes per cycle (after a start, the whole window is behind), so a start
         # does not cost one cycle several times over.
         ready = min(ready, since + 3 * MINUTE_MS)
