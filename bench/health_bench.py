@@ -14,6 +14,8 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -103,6 +105,23 @@ def main() -> None:
                 t0 = time.perf_counter()
                 evaluation = engine.cycle()
                 timings.append(time.perf_counter() - t0)
+            # `oxyfleet status` as an operator runs it (its own process, reading the stored status).
+            env = {
+                **os.environ,
+                "OXYFLEET_INFLUX__URL": INFLUX,
+                "OXYFLEET_INFLUX__DATABASE": db,
+                "OXYFLEET_INVENTORY_FILE": str(path),
+            }
+            t0 = time.perf_counter()
+            shown = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+                [str(Path(sys.executable).with_name("oxyfleet")), "status"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            status_s = time.perf_counter() - t0
+            status_units = shown.stdout.strip().splitlines()[-1]
         states = evaluation.state_counts()
         cpu = next(
             (
@@ -124,6 +143,7 @@ def main() -> None:
             f"steady cycles: median {statistics.median(steady):.2f} s (min {min(steady):.2f}, max {max(steady):.2f}) "
             f"over {len(steady)}; points written in the last {len(evaluation.lines)}; states {states}"
         )
+        print(f"`oxyfleet status` (own process, stored status): {status_s:.2f} s wall, {status_units}")
     finally:
         reader.execute(f'DROP DATABASE "{db}"')
 

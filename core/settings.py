@@ -215,6 +215,18 @@ class InfluxSettings(_Section):
     )
     database: str = Field("oxyfleet", min_length=1, description="v1 database (also the InfluxQL database).")
     retention_policy: str | None = Field(None, description="v1 retention policy (server default when empty).")
+    raw_retention: str = Field(
+        "90d",
+        pattern=r"^(INF|[1-9][0-9]*[hdw])$",
+        description="v1, with LONG_RETENTION_POLICY: how long raw telemetry is kept (the database's default "
+        "retention policy), e.g. 90d; INF keeps it forever. Set up by oxyfleet with CREATE_DATABASE.",
+    )
+    long_retention_policy: str | None = Field(
+        None,
+        description="v1: retention policy (kept forever) for the health engine's results and per-minute "
+        "aggregates, e.g. oxyfleet_long; created by oxyfleet with CREATE_DATABASE. Only when it is set is "
+        "the default policy bounded to RAW_RETENTION (else the health results would expire with it).",
+    )
     username: str | None = Field(None, description="v1 user (Basic auth).")
     password: SecretStr | None = Field(None, description="v1 password.")
     password_file: ExistingFile = Field(None, description="File holding the v1 password.")

@@ -44,6 +44,11 @@ class ModelSpec(BaseModel):
     # Patients the model serves a day at its rated flow (planning figure, for report estimates only);
     # unset: one patient for a concentrator, no estimate for a plant.
     patients_at_rated_flow: float | None = Field(None, gt=0)
+    # DOCS plants only (None for concentrators): the plant's own measurements, judged on their own.
+    product_min_kpa: float | None = Field(default=None, ge=0)
+    product_max_kpa: float | None = Field(default=None, gt=0)
+    max_compressor_temp_c: float | None = None
+    max_dew_point_c: float | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> ModelSpec:
@@ -52,6 +57,16 @@ class ModelSpec(BaseModel):
             raise ValueError(msg)
         if self.outlet_min_kpa >= self.outlet_max_kpa:
             msg = "need outlet_min_kpa < outlet_max_kpa"
+            raise ValueError(msg)
+        plant = (self.product_min_kpa, self.product_max_kpa, self.max_compressor_temp_c, self.max_dew_point_c)
+        if self.kind == "docs" and None in plant:
+            msg = (
+                "a docs model needs product_min_kpa, product_max_kpa, max_compressor_temp_c, max_dew_point_c"
+            )
+            raise ValueError(msg)
+        low, high = self.product_min_kpa, self.product_max_kpa
+        if low is not None and high is not None and low >= high:
+            msg = "need product_min_kpa < product_max_kpa"
             raise ValueError(msg)
         return self
 

@@ -23,12 +23,13 @@ import csv
 import io
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from devices.catalog import ModelSpec, load_catalog
 from devices.csvfile import TableError, decode, read_table
+from devices.regions import province_zone
 from devices.spec import KINDS, UNIT_ID_RE
 
 if TYPE_CHECKING:
@@ -81,10 +82,15 @@ class Unit:
     hospital: str
     province: str
     source: str
-    commissioned: date
+    commissioned: date | datetime  # a date (local midnight in the province) or an aware timestamp
     last_service_run_hours: float
     spec: ModelSpec
     valid_from: datetime | None = None  # this row is in force from then on (None: from the beginning)
+
+    @property
+    def commissioned_ms(self) -> int:
+        """Commissioning as epoch ms: nothing is booked for the unit before it."""
+        return commissioned_ms(self.commissioned, self.province)
 
 
 def _epoch_ms(when: datetime | int) -> int:
@@ -139,6 +145,28 @@ class Inventory:
                 yield unit
 
 
+def commissioned_ms(commissioned: date | datetime, province: str) -> int:
+    """Epoch ms of a commissioning date (local midnight in ``province``) or timestamp."""
+    if not isinstance(commissioned, datetime):
+        commissioned = datetime.combine(commissioned, time(0), province_zone(province))
+    return int(commissioned.timestamp() * 1000)
+
+
+def parse_commissioned(raw: str) -> date | datetime:
+    """A date (``2021-08-17``) or an RFC 3339 timestamp with its zone (``2021-08-17T09:30:00+08:00``).
+
+    Raises:
+        ValueError: neither, or a timestamp without a zone (its instant would be a guess).
+    """
+    if len(raw) == len("YYYY-MM-DD"):
+        return date.fromisoformat(raw)
+    stamp = datetime.fromisoformat(raw.replace("z", "Z"))
+    if stamp.tzinfo is None:
+        msg = "a timestamp needs its zone"
+        raise ValueError(msg)
+    return stamp
+
+
 def _text(row: dict[str, str], column: str, where: str, problems: list[str]) -> str:
     value = (row.get(column) or "").strip()
     if not value:
@@ -160,6 +188,7 @@ def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row chec
     """Parse and validate inventory CSV text; raise InventoryError listing every problem."""
     catalog = catalog if catalog is not None else load_catalog()
     today = today or date.today()  # noqa: DTZ011 - commissioning dates are calendar dates
+    horizon_ms = commissioned_ms(datetime.combine(today + timedelta(days=1), time(0), UTC), "")
     try:  # delimiter, title rows, header names as spreadsheets save them (devices/csvfile.py)
         table = read_table(text, name, COLUMNS)
     except TableError as exc:
@@ -215,12 +244,17 @@ def parse_inventory(  # noqa: C901, PLR0912, PLR0915 - one flat list of row chec
             problems.append(f"{where}: model {model} is a {spec.kind}, but kind says {kind}")
         texts = {c: _text(row, c, where, problems) for c in ("serial", "hospital", "province", "source")}
         raw_date = (row.get("commissioned") or "").strip()
+        commissioned: date | datetime
         try:
-            commissioned = date.fromisoformat(raw_date)
-            if commissioned > today:
+            commissioned = parse_commissioned(raw_date)
+            # Future = after today ends (UTC): "today" in Papua is already tomorrow's date in UTC terms.
+            if commissioned_ms(commissioned, texts["province"]) >= horizon_ms:
                 problems.append(f"{where}: commissioned {raw_date} is in the future")
         except ValueError:
-            problems.append(f"{where}: commissioned {raw_date!r} is not a date like 2021-08-17")
+            problems.append(
+                f"{where}: commissioned {raw_date!r} is not a date like 2021-08-17 "
+                "or an RFC 3339 timestamp like 2021-08-17T09:30:00+08:00"
+            )
             commissioned = today
         raw_hours = (row.get("last_service_run_hours") or "").strip()
         try:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from devices.catalog import ModelSpec
 
 __all__ = [
+    "DOCS_KINDS",
+    "GENERIC_KINDS",
     "Fault",
     "FaultKind",
     "UnitState",
@@ -43,6 +45,21 @@ class FaultKind(StrEnum):
     SILENT = "silent"  # dead SIM / telemetry module: nothing arrives, nothing uploaded later
     CLOCK_SKEW = "clock_skew"  # the device clock runs off by a fixed amount
     SENSOR_GLITCH = "sensor_glitch"  # one absurd value in one reading
+    # DOCS plants only (scheduled on DOCS units; a concentrator drawn for one gets no fault):
+    PRODUCT_FLOW_LOSS = "product_flow_loss"  # worn valves, weak compressor: the beds make far below rating
+    PRODUCT_PRESSURE_LOSS = "product_pressure_loss"  # leak after the beds: product line below its band
+    COMPRESSOR_OVERHEAT = "compressor_overheat"  # failing cooler, low oil: discharge above its limit
+    WET_AIR = "wet_air"  # dryer failure: feed-air dew point above its limit (ruins the sieve beds)
+
+
+DOCS_KINDS: Final = (
+    FaultKind.PRODUCT_FLOW_LOSS,
+    FaultKind.PRODUCT_PRESSURE_LOSS,
+    FaultKind.COMPRESSOR_OVERHEAT,
+    FaultKind.WET_AIR,
+)
+# The kinds any unit can have: the default plan, as before DOCS kinds existed.
+GENERIC_KINDS: Final = tuple(k for k in FaultKind if k not in DOCS_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +183,64 @@ def apply_faults(reading: dict[str, Any], unit: UnitState, t_ms: int) -> dict[st
                 reading["outlet_kpa"] = round(spec.outlet_min_kpa * 0.6, 1)
         elif kind is FaultKind.CLOCK_SKEW:
             reading["ts"] = t_ms + p["skew_ms"]
+        elif kind in DOCS_KINDS:
+            _plant_fault(reading, spec, kind, p)
         elif kind is FaultKind.SENSOR_GLITCH:
             reading[p["field"]] = p["value"]
     return reading
 
 
+def _plant_fault(reading: dict[str, Any], spec: ModelSpec, kind: FaultKind, p: dict[str, Any]) -> None:
+    """A DOCS plant's own faults: one measurement out of its band, everything else healthy."""
+    if kind is FaultKind.PRODUCT_FLOW_LOSS:
+        reading["product_flow_lpm"] = round(spec.rated_flow_lpm * p["flow_factor"], 1)
+    elif kind is FaultKind.PRODUCT_PRESSURE_LOSS and spec.product_min_kpa is not None:
+        reading["product_kpa"] = round(spec.product_min_kpa * p["pressure_factor"], 1)
+    elif kind is FaultKind.COMPRESSOR_OVERHEAT and spec.max_compressor_temp_c is not None:
+        reading["compressor_temp_c"] = round(spec.max_compressor_temp_c + p["excess_c"], 1)
+    elif kind is FaultKind.WET_AIR and spec.max_dew_point_c is not None:
+        reading["dew_point_c"] = round(spec.max_dew_point_c + p["excess_c"], 1)
+
+
 _ALARMS: Final = ("HIGH_PRESSURE", "LOW_PRESSURE", "NO_FLOW")
 _GLITCHES: Final = (("purity_pct", 140.0), ("flow_lpm", -3.0), ("temp_c", 900.0))
+
+
+def _params(  # noqa: C901 - one branch per fault kind
+    kind: FaultKind, unit: UnitState, begin: int, finish: int, rng: random.Random
+) -> tuple[dict[str, Any], int]:
+    """The fault's parameters (the ground truth states them) and its end (a glitch is one reading)."""
+    params: dict[str, Any] = {}
+    if kind is FaultKind.SIEVE_WEAR:
+        params = {
+            "purity_base": round(unit.purity_base, 3),
+            "crosses_90_ms": _crossing(unit.purity_base, begin, finish, unit.spec.purity_low_pct),
+            "crosses_82_ms": _crossing(unit.purity_base, begin, finish, unit.spec.purity_critical_pct),
+        }
+    elif kind is FaultKind.FLOW_RESTRICTION:
+        params = {"flow_factor": round(rng.uniform(0.4, 0.7), 2)}
+    elif kind is FaultKind.OVERHEATING:
+        params = {"excess_c": round(rng.uniform(5, 15), 1)}
+    elif kind is FaultKind.DEVICE_ALARM:
+        params = {"alarm": rng.choice(_ALARMS)}
+    elif kind is FaultKind.CLOCK_SKEW:
+        # Within the ingester's limits (5 min ahead), so skewed readings are stored, just misplaced.
+        # The extra 500 ms keeps skewed readings off the unit's whole-second reporting grid, so a
+        # skewed reading never lands on the timestamp of another reading and overwrites it.
+        params = {"skew_ms": rng.choice([-1, 1]) * (rng.randint(30, 120) * 1000 + 500)}
+    elif kind is FaultKind.PRODUCT_FLOW_LOSS:
+        params = {"flow_factor": round(rng.uniform(0.3, 0.6), 2)}
+    elif kind is FaultKind.PRODUCT_PRESSURE_LOSS:
+        params = {"pressure_factor": round(rng.uniform(0.5, 0.8), 2)}
+    elif kind is FaultKind.COMPRESSOR_OVERHEAT:
+        params = {"excess_c": round(rng.uniform(5, 15), 1)}
+    elif kind is FaultKind.WET_AIR:
+        params = {"excess_c": round(rng.uniform(10, 30), 1)}
+    elif kind is FaultKind.SENSOR_GLITCH:
+        name, value = rng.choice(_GLITCHES)
+        params = {"field": name, "value": value}
+        finish = begin + round(unit.spec.report_interval_s * 1000)  # exactly one reading
+    return params, finish
 
 
 def plan_faults(
@@ -182,7 +250,7 @@ def plan_faults(
     rng: random.Random,
     *,
     share: float,
-    kinds: Iterable[FaultKind] = tuple(FaultKind),
+    kinds: Iterable[FaultKind] = GENERIC_KINDS,
 ) -> list[Fault]:
     """Schedule one fault for ``share`` of the units, cycling through ``kinds`` so each kind appears.
 
@@ -197,30 +265,11 @@ def plan_faults(
     faults = []
     for i, unit in enumerate(chosen):
         kind = kinds[i % len(kinds)]
+        if kind in DOCS_KINDS and unit.kind != "docs":
+            continue
         begin = start_ms + round(span * rng.uniform(0.10, 0.45))
         finish = begin + round(span * rng.uniform(0.25, 0.40))
-        params: dict[str, Any] = {}
-        if kind is FaultKind.SIEVE_WEAR:
-            params = {
-                "purity_base": round(unit.purity_base, 3),
-                "crosses_90_ms": _crossing(unit.purity_base, begin, finish, unit.spec.purity_low_pct),
-                "crosses_82_ms": _crossing(unit.purity_base, begin, finish, unit.spec.purity_critical_pct),
-            }
-        elif kind is FaultKind.FLOW_RESTRICTION:
-            params = {"flow_factor": round(rng.uniform(0.4, 0.7), 2)}
-        elif kind is FaultKind.OVERHEATING:
-            params = {"excess_c": round(rng.uniform(5, 15), 1)}
-        elif kind is FaultKind.DEVICE_ALARM:
-            params = {"alarm": rng.choice(_ALARMS)}
-        elif kind is FaultKind.CLOCK_SKEW:
-            # Within the ingester's limits (5 min ahead), so skewed readings are stored, just misplaced.
-            # The extra 500 ms keeps skewed readings off the unit's whole-second reporting grid, so a
-            # skewed reading never lands on the timestamp of another reading and overwrites it.
-            params = {"skew_ms": rng.choice([-1, 1]) * (rng.randint(30, 120) * 1000 + 500)}
-        elif kind is FaultKind.SENSOR_GLITCH:
-            name, value = rng.choice(_GLITCHES)
-            params = {"field": name, "value": value}
-            finish = begin + round(unit.spec.report_interval_s * 1000)  # exactly one reading
+        params, finish = _params(kind, unit, begin, finish, rng)
         fault = Fault(unit.unit_id, kind, begin, finish, params)
         unit.faults.append(fault)
         faults.append(fault)

@@ -32,7 +32,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.payload import MAX_PAYLOAD_BYTES, MAX_READINGS
 from devices.spec import Channel, topic_for
-from fleetsim.faults import Fault, FaultKind, UnitState, apply_faults, healthy_reading, plan_faults
+from fleetsim.faults import (
+    GENERIC_KINDS,
+    Fault,
+    FaultKind,
+    UnitState,
+    apply_faults,
+    healthy_reading,
+    plan_faults,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -153,7 +161,7 @@ class Simulator:
         duration_s: float = 60.0,
         speed: float = 1.0,
         fault_share: float = 0.15,
-        fault_kinds: Iterable[FaultKind] = tuple(FaultKind),
+        fault_kinds: Iterable[FaultKind] = GENERIC_KINDS,
         malformed_share: float = 0.01,
         prefix: str = "oxygen",
         truth: TextIO | None = None,

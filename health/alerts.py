@@ -29,10 +29,11 @@ if TYPE_CHECKING:
 
     import paho.mqtt.client as mqtt
 
+    from devices.inventory import Unit
     from health.model import UnitStatus
     from health.rules import Condition
 
-__all__ = ["Alerter", "alert_for"]
+__all__ = ["Alerter", "alert_for", "history_alert"]
 
 log = structlog.get_logger("health.alerts")
 
@@ -40,31 +41,70 @@ _QUEUE_LIMIT: Final = 10_000
 _TOPIC_UNSAFE: Final = str.maketrans({"/": "_", "+": "_", "#": "_", "\x00": "_"})
 
 
+_HINTS: Final = {
+    "purity_critical": "oxygen purity below the 82 % alarm level: check the sieve beds and filters, "
+    "switch patients to another source",
+    "purity_low": "oxygen purity below 90 %: check the sieve beds and intake filter",
+    "low_flow": "flow below 80 % of the setpoint: check tubing, humidifier and flow meter",
+    "overheating": "temperature above the model's maximum: check vents, fan and room temperature",
+    "pressure_low": "outlet pressure below the model's band: check for leaks and the compressor",
+    "pressure_high": "outlet pressure above the model's band: check for blocked outlets",
+    "power_failure": "no mains power: check the supply; patients may need cylinders",
+    "no_data": "nothing received: check power, the telemetry module and its network",
+    "product_flow_low": "the plant makes less than 80 % of its rated (or demanded) oxygen: check the "
+    "compressor, feed air pressure and the sieve beds' valves; plan cylinders for the wards",
+    "product_pressure_low": "product pressure below the plant's band: check for pipeline leaks, "
+    "the buffer tank and the compressor",
+    "product_pressure_high": "product pressure above the plant's band: check the regulator and relief valves",
+    "compressor_overheating": "compressor discharge above its limit: check the oil level, cooler and "
+    "container ventilation before it trips",
+    "dew_point_high": "feed air too wet: check the air dryer and drains; wet air ruins the sieve beds",
+    "off": "switched off (standby)",
+}
+
+
 def _message(status: UnitStatus, before: Condition) -> str:
     unit, c = status.unit, status.condition
     where = f"{unit.unit_id} ({unit.model}) at {unit.hospital}, {unit.province}"
     if c.state == "in_spec":
         return f"{where} is back in spec (was {before.state} {before.reason})."
-    hints = {
-        "purity_critical": "oxygen purity below the 82 % alarm level: check the sieve beds and filters, "
-        "switch patients to another source",
-        "purity_low": "oxygen purity below 90 %: check the sieve beds and intake filter",
-        "low_flow": "flow below 80 % of the setpoint: check tubing, humidifier and flow meter",
-        "overheating": "temperature above the model's maximum: check vents, fan and room temperature",
-        "pressure_low": "outlet pressure below the model's band: check for leaks and the compressor",
-        "pressure_high": "outlet pressure above the model's band: check for blocked outlets",
-        "power_failure": "no mains power: check the supply; patients may need cylinders",
-        "no_data": "nothing received: check power, the telemetry module and its network",
-        "off": "switched off (standby)",
+    return f"{where}: {_hint(c.reason)}."
+
+
+def _hint(reason: str) -> str:
+    return _HINTS.get(reason, f"device alarm {reason.removeprefix('alarm_').upper()}")
+
+
+def history_alert(unit: Unit, condition: Condition, start_ms: int, end_ms: int, at_ms: int) -> dict[str, Any]:
+    """The alert document for a fault that began and ended inside a late upload (``event: history``).
+
+    Nobody could see it live: the unit was offline while its buffer held bad readings. A technician still
+    needs to know that patients may have had bad oxygen, and when.
+    """
+    where = f"{unit.unit_id} ({unit.model}) at {unit.hospital}, {unit.province}"
+    return {
+        "event": "history",
+        "unit_id": unit.unit_id,
+        "hospital": unit.hospital,
+        "province": unit.province,
+        "model": unit.model,
+        "kind": unit.kind,
+        "state": condition.state,
+        "reason": condition.reason,
+        "severity": condition.code,
+        "start": iso_ms(start_ms),
+        "end": iso_ms(end_ms),
+        "at": iso_ms(at_ms),
+        "message": f"{where}: from {iso_ms(start_ms)} to {iso_ms(end_ms)} (uploaded late): "
+        f"{_hint(condition.reason)}.",
     }
-    hint = hints.get(c.reason, f"device alarm {c.reason.removeprefix('alarm_').upper()}")
-    return f"{where}: {hint}."
 
 
 def alert_for(status: UnitStatus, before: Condition, at_ms: int) -> dict[str, Any]:
     """The alert document for one transition."""
     c = status.condition
-    kind = "clear" if c.state == "in_spec" else "raise" if before.state == "in_spec" else "change"
+    fine = before.state in ("in_spec", "never_connected")
+    kind = "clear" if c.state == "in_spec" else "raise" if fine else "change"
     unit = status.unit
     return {
         "event": kind,
@@ -162,6 +202,10 @@ class Alerter:
     def notify(self, status: UnitStatus, before: Condition, at_ms: int) -> None:
         """The engine's ``on_change`` callback: one alert for one transition."""
         self.send(alert_for(status, before, at_ms))
+
+    def history(self, unit: Unit, condition: Condition, start_ms: int, end_ms: int, at_ms: int) -> None:
+        """The engine's ``on_history`` callback: one alert for a fault found in a late upload."""
+        self.send(history_alert(unit, condition, start_ms, end_ms, at_ms))
 
     def send(self, alert: dict[str, Any]) -> None:
         """Queue the alert everywhere; returns at once."""

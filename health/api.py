@@ -26,10 +26,11 @@ from pydantic import BaseModel
 
 from core.errors import SinkError
 from core.timefmt import DurationError, iso_ms, parse_duration
-from health.model import select_units, state_counts
+from health.model import UnitStatus, select_units, state_counts
+from health.status import stored_status
 from health.tokens import require_programme
 from health.uptime import uptime_report
-from store.schema import STATES, Measurement, Tag
+from store.schema import STATES, Measurement, Tag, qualified
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from health.engine import HealthEngine
-    from health.model import UnitStatus
     from health.tokens import TokenStore
     from store.reader import InfluxQL
 
@@ -58,6 +58,8 @@ class UnitOut(BaseModel):
     since: str | None
     last_reading: str | None
     maintenance_due: bool
+    pending_state: str | None = None
+    pending_reason: str | None = None
 
 
 class EventOut(BaseModel):
@@ -92,6 +94,7 @@ class UptimeRecord(BaseModel):
     power_failure_h: float
     no_data_h: float
     off_h: float
+    never_connected_h: float = 0.0
 
 
 def _since_s(text: str) -> float:
@@ -116,6 +119,8 @@ def _unit_out(s: UnitStatus, window_start_ms: int) -> dict[str, Any]:
         "since": iso_ms(max(s.since_ms, window_start_ms)),
         "last_reading": None if s.last_reading_ms is None else iso_ms(s.last_reading_ms),
         "maintenance_due": s.maintenance_due,
+        "pending_state": s.pending.state if s.pending else None,
+        "pending_reason": s.pending.reason if s.pending else None,
     }
 
 
@@ -147,6 +152,15 @@ def create_app(  # noqa: C901 - one nested function per route
     def window_start() -> int:
         return int(engine.last_cycle_at * 1000) - engine.lookback_ms if engine.last_cycle_at else 0
 
+    def live() -> dict[str, UnitStatus]:
+        """The engine's last cycle; before its first cycle ends (minutes at 20,000 units), what it stored."""
+        if engine.cycles or engine.last_status:
+            return engine.last_status
+        try:
+            return stored_status(reader, engine.inventory, int(time.time() * 1000), engine.long_rp)
+        except SinkError as exc:
+            raise HTTPException(503, f"InfluxDB: {exc}") from exc
+
     @app.get(
         "/api/units",
         response_model=list[UnitOut],
@@ -163,7 +177,7 @@ def create_app(  # noqa: C901 - one nested function per route
         """
         if state is not None and state not in STATES:
             raise HTTPException(400, f"unknown state {state!r}; one of {', '.join(STATES)}")
-        rows = select_units(engine.last_status.values(), state=state, hospital=hospital, province=province)
+        rows = select_units(live().values(), state=state, hospital=hospital, province=province)
         start = window_start()
         return [_unit_out(s, start) for s in rows]
 
@@ -175,14 +189,15 @@ def create_app(  # noqa: C901 - one nested function per route
     )
     def unit(unit_id: str) -> dict[str, Any]:
         """One unit: live state, inventory facts and its transitions of the last 7 days."""
-        status = engine.last_status.get(unit_id)
+        status = live().get(unit_id)
         if status is None:
             raise HTTPException(404, f"unit {unit_id!r} is not in the inventory")
         since_ms = int(time.time() * 1000) - 7 * 86400_000
         try:
             # unit_id is an inventory id here, which matches ^[A-Za-z0-9][A-Za-z0-9_.-]*$: nothing to inject.
             rows = reader.rows(
-                f"SELECT * FROM {Measurement.UNIT_EVENT} WHERE {Tag.UNIT_ID} = '{unit_id}' "  # noqa: S608
+                f"SELECT * FROM {qualified(Measurement.UNIT_EVENT, engine.long_rp)} "  # noqa: S608
+                f"WHERE {Tag.UNIT_ID} = '{unit_id}' "
                 f"AND time >= {since_ms}ms"
             )
         except SinkError as exc:
@@ -217,7 +232,13 @@ def create_app(  # noqa: C901 - one nested function per route
         """Availability per unit and for the hospital (last record, ``level: hospital``) over ``since``."""
         now_ms = int(time.time() * 1000)
         try:
-            records = uptime_report(reader, now_ms - int(_since_s(since) * 1000), now_ms, hospital=hospital)
+            records = uptime_report(
+                reader,
+                now_ms - int(_since_s(since) * 1000),
+                now_ms,
+                hospital=hospital,
+                retention_policy=engine.long_rp,
+            )
         except SinkError as exc:
             raise HTTPException(503, f"InfluxDB: {exc}") from exc
         if not records:

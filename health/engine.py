@@ -20,33 +20,43 @@ import bisect
 import functools
 import time
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
 from core.errors import SinkError, SinkFatalError
 from core.inventory_watch import InventoryWatcher
+from health.aggregates import aggregate_lines, minute_lines
 from health.model import Evaluation, UnitStatus
 from health.rules import (
     MINUTE_MS,
+    NEVER,
     Condition,
     Segment,
+    accounting_start,
     classify,
     minutes,
-    timeline,
+    raw_segments,
+    sustain,
     transitions,
+    whole_minute,
 )
 from store.lineproto import line, tag_set
 from store.schema import (
+    AGGREGATED,
     LATE_AFTER_MS,
     UNIT_TAGS,
     EventField,
+    HistoryField,
     LateField,
     Measurement,
     State,
     StateField,
+    StatusField,
     Tag,
+    aggregate_field,
+    qualified,
     seconds_field,
 )
 
@@ -64,16 +74,86 @@ __all__ = ["Evaluation", "HealthEngine", "UnitStatus"]
 log = structlog.get_logger("health.engine")
 
 # The readings the rules look at (concentrator and DOCS fields alike; a field a kind lacks reads as null).
-_FIELDS: Final = "purity_pct, flow_lpm, setpoint_lpm, outlet_kpa, temp_c, running, power, alarms, run_hours"
+_FIELDS: Final = (
+    "purity_pct, flow_lpm, setpoint_lpm, outlet_kpa, temp_c, running, power, alarms, run_hours, "
+    "product_flow_lpm, product_kpa, compressor_temp_c, dew_point_c"
+)
 _NS_PER_MS: Final = 1_000_000
 _SLICE_MS: Final = 3600_000
 
 
-Reading = tuple[int, Condition, float | None]  # (time ms, condition, run hours)
+# (time ms, condition, run hours, purity, flow, outlet pressure): the last three for the minute aggregates.
+Reading = tuple[int, Condition, float | None, float | None, float | None, float | None]
+
+
+def _reading(row: dict[str, Any], spec: Any) -> Reading:  # noqa: ANN401 - ModelSpec
+    return (
+        int(row["time"]),
+        classify(row, spec),
+        row.get("run_hours"),
+        row.get("purity_pct"),
+        row.get("flow_lpm"),
+        row.get("outlet_kpa"),
+    )
 
 
 def _time(reading: Reading) -> int:
     return reading[0]
+
+
+@dataclass
+class UnitFacts:
+    """What the engine knows of each unit beyond the readings in hand, so silence does not erase it.
+
+    ``first``: the first reading ever (nothing is booked before it; the unit is never_connected until
+    then); ``last``: the latest reading (the "last reading" of status); ``hours``: the highest run hours
+    reported (maintenance stays due through silence).
+    """
+
+    first: dict[str, int] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)
+    hours: dict[str, float] = field(default_factory=dict)
+
+    def seen(self, unit_id: str, first_ms: int, last_ms: int, hours: float | None) -> None:
+        """Readings from ``first_ms`` to ``last_ms`` (and run hours up to ``hours``) are in hand."""
+        known = self.first.get(unit_id)
+        if known is None or first_ms < known:
+            self.first[unit_id] = first_ms
+        if last_ms > self.last.get(unit_id, -1):
+            self.last[unit_id] = last_ms
+        if hours is not None and hours > self.hours.get(unit_id, -1.0):
+            self.hours[unit_id] = hours
+
+
+def load_facts(reader: InfluxQL, before_ms: int | None = None) -> UnitFacts:
+    """First and last reading and run hours per unit, from telemetry (last ones before ``before_ms``).
+
+    Selectors on several fields return time 0 in InfluxQL, so each field is its own statement, in one
+    request; every reading carries at least one of running, purity and flow (the payload contract).
+    """
+    where = "" if before_ms is None else f" WHERE time < {int(before_ms)}ms"
+    probes = ("running", "purity_pct", "flow_lpm")
+    # Constants and an int only: nothing to inject.
+    statements = [f"SELECT first({f}) FROM {Measurement.TELEMETRY} GROUP BY {Tag.UNIT_ID}" for f in probes]  # noqa: S608
+    statements += [
+        f"SELECT last({f}) FROM {Measurement.TELEMETRY}{where} GROUP BY {Tag.UNIT_ID}"  # noqa: S608
+        for f in (*probes, "run_hours")
+    ]
+    answer = reader.raw("; ".join(statements))
+    facts = UnitFacts()
+    for i, result in enumerate(answer.get("results", [])):
+        for series in result.get("series", []):
+            unit_id = series.get("tags", {}).get(Tag.UNIT_ID)
+            if not unit_id or not series.get("values"):
+                continue
+            t, value = series["values"][0][0], series["values"][0][1]
+            if i < len(probes):
+                facts.seen(unit_id, int(t), -1, None)
+            elif i < 2 * len(probes):
+                facts.last[unit_id] = max(facts.last.get(unit_id, -1), int(t))
+            elif value is not None:
+                facts.hours[unit_id] = float(value)
+    return facts
 
 
 @functools.lru_cache(maxsize=200_000)
@@ -96,6 +176,8 @@ class HealthEngine:
         cycle_s: float = 15.0,
         clock: Any = time.time,  # noqa: ANN401 - a () -> float clock
         on_change: Callable[[UnitStatus, Condition, int], None] | None = None,
+        on_history: Callable[[Unit, Condition, int, int, int], None] | None = None,
+        long_rp: str | None = None,
     ) -> None:
         self.reader = reader
         self.sink = sink
@@ -110,11 +192,21 @@ class HealthEngine:
         # Called for every change of a unit's current state (never on the first cycle): the service wires
         # it to the alerter, so the engine knows nothing of MQTT or webhooks.
         self.on_change = on_change
+        # Called once per fault found inside a late upload (unit, condition, start, end, now).
+        self.on_history = on_history
+        self._status_written: dict[str, tuple[Any, ...]] = {}
+        # The retention policy the engine's results (and ``sink``'s writes) live in; None: the default.
+        self.long_rp = long_rp
+        self._aggregated_until: int | None = None
         self._late_checked_ms: int | None = None
         self._cache: dict[str, list[Reading]] = {}
         self._cache_until: int | None = None
         self._segments: dict[str, list[Segment]] = {}
         self._written: dict[str, dict[int, Any]] = {}
+        self.facts = UnitFacts()
+        self._facts_loaded = False
+        # The earliest minute of a cycle whose write failed: the next cycle re-evaluates from there.
+        self._unconfirmed_from: int | None = None
         self.cycles = 0
         self.last_cycle_at = 0.0  # engine clock, seconds
         self.last_cycle_ms = 0.0
@@ -125,6 +217,46 @@ class HealthEngine:
     def inventory(self) -> Inventory:
         """The inventory in force (reloaded at the start of a cycle when its file changed)."""
         return self._inventory.inventory
+
+    def _results(self, measurement: Measurement) -> str:
+        """One of the engine's own measurements in InfluxQL, under the policy it writes them to."""
+        return qualified(measurement, self.long_rp)
+
+    def _aggregate(self, now_ms: int, late: LateWork) -> None:
+        """Write per-minute aggregates for minutes now complete, and again for minutes late uploads changed.
+
+        A minute is aggregated once readings can no longer arrive on time for it (LATE_AFTER_MS); later
+        ones come with a late_data marker, and the units concerned are aggregated again over their span.
+        Computed from the readings the engine holds anyway (no query); only the part of a late span older
+        than the cached window is aggregated by InfluxDB.
+        """
+        ready = now_ms - LATE_AFTER_MS
+        ready -= ready % MINUTE_MS
+        since = self._aggregated_until
+        if since is None:
+            # After a start: resume after the last stored aggregate (within the window); a fleet never
+            # aggregated starts now (`oxyfleet health --once --since` aggregates older ranges).
+            field = aggregate_field(AGGREGATED[0], "max")
+            stored = self.reader.rows(f"SELECT last({field}) FROM {self._results(Measurement.TELEMETRY_1M)}")  # noqa: S608
+            last = int(stored[0]["time"]) + MINUTE_MS if stored else ready
+            since = min(ready, max(last, ready - self.lookback_ms))
+        # Catch up at most a few minutes per cycle (after a start, the whole window is behind), so a start
+        # does not cost one cycle several times over.
+        ready = min(ready, since + 3 * MINUTE_MS)
+        lines = minute_lines(self._cache, self.inventory, _tags, since, ready)
+        if late.spans:
+            cached_from = now_ms - self.lookback_ms - self.pad_ms
+            cached_from += (-cached_from) % MINUTE_MS
+            low = min(a for a, _ in late.spans.values())
+            low -= low % MINUTE_MS
+            high = min(max(b for _, b in late.spans.values()) + MINUTE_MS, ready)
+            units = set(late.spans)
+            cache = {u: rows for u, rows in self._cache.items() if u in units}
+            lines += minute_lines(cache, self.inventory, _tags, max(low, cached_from), high)
+            if low < cached_from:
+                lines += aggregate_lines(self.reader, self.inventory, _tags, low, cached_from, units)
+        self.write(lines)
+        self._aggregated_until = max(since, ready)
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -149,7 +281,7 @@ class HealthEngine:
         """The effective state each unit had just before ``at_ms``, as stored by earlier evaluations."""
         rows = self.reader.rows(
             f"SELECT last({StateField.STATE}) AS state, last({StateField.REASON}) AS reason "  # noqa: S608
-            f"FROM {Measurement.UNIT_STATE} WHERE time < {int(at_ms)}ms AND time >= {int(at_ms) - 2 * 3600_000}ms "
+            f"FROM {self._results(Measurement.UNIT_STATE)} WHERE time < {int(at_ms)}ms AND time >= {int(at_ms) - 2 * 3600_000}ms "
             f"GROUP BY {Tag.UNIT_ID}"
         )
         return {r[Tag.UNIT_ID]: Condition(r["state"], r.get("reason") or "") for r in rows if r.get("state")}
@@ -168,12 +300,10 @@ class HealthEngine:
         for unit_id, rows in self._readings(start_ms, end_ms, units).items():
             unit = self.inventory.units.get(unit_id)
             if unit is not None:
-                out[unit_id] = sorted(
-                    ((int(r["time"]), classify(r, unit.spec), r.get("run_hours")) for r in rows), key=_time
-                )
+                out[unit_id] = sorted((_reading(r, unit.spec) for r in rows), key=_time)
         return out
 
-    def evaluate(  # noqa: C901, PLR0912 - one pass per unit: timeline, minutes, events, status
+    def evaluate(  # noqa: C901, PLR0912, PLR0915 - one pass per unit: timeline, minutes, events, status
         self,
         start_ms: int,
         end_ms: int,
@@ -183,43 +313,61 @@ class HealthEngine:
         units: set[str] | None = None,
         readings: dict[str, list[Reading]] | None = None,
         only_changes: bool = False,
+        facts: UnitFacts | None = None,
     ) -> Evaluation:
         """Evaluate every inventory unit over ``[start_ms, end_ms)``; build lines for ``[write_from_ms, end_ms)``.
 
         ``readings`` may come from the engine's cache (cycles) instead of a query; ``only_changes`` skips
         lines identical to what this engine already wrote (cycles rewrite a 15-minute window every 15 s,
-        and almost all of it is unchanged).
+        and almost all of it is unchanged); what it wrote is remembered only once the write succeeded
+        (:meth:`confirm`). ``facts`` carries each unit's first reading, last reading and run hours through
+        ranges without readings (the engine's own for cycles).
         """
         write_from = start_ms if write_from_ms is None else write_from_ms
         priors = self.stored_priors(start_ms) if priors is None else priors
+        facts = self.facts if facts is None else facts
         if readings is None:
             readings = self.fetch(start_ms - self.pad_ms, end_ms, units)
         result = Evaluation(start_ms, end_ms)
         for unit in self.inventory.units.values():
             if units is not None and unit.unit_id not in units:
                 continue
-            rows = readings.get(unit.unit_id, [])
-            prior = priors.get(unit.unit_id)
-            segments = timeline(
-                rows,
-                start_ms,
-                end_ms,
-                interval_ms=round(unit.spec.report_interval_s * 1000),
-                sustain_ms=self.sustain_ms,
-                prior=prior,
+            uid = unit.unit_id
+            rows = readings.get(uid, [])
+            if rows:
+                facts.seen(
+                    uid, rows[0][0], rows[-1][0], max((r[2] for r in rows if r[2] is not None), default=None)
+                )
+            begin, first = accounting_start(unit.commissioned_ms, facts.first.get(uid), start_ms, end_ms)
+            if begin >= end_ms:
+                continue  # not commissioned yet: nothing to book, nothing to show
+            prior = priors.get(uid)
+            if prior is not None and prior.state == State.NEVER_CONNECTED and first < end_ms:
+                prior = None  # its first readings arrived (late): nothing is known before them
+            if first > start_ms:
+                prior = None if first < end_ms else prior
+            interval_ms = round(unit.spec.report_interval_s * 1000)
+            raw = (
+                raw_segments(rows, first, end_ms, interval_ms, max(3 * interval_ms, 60_000))
+                if first < end_ms
+                else []
             )
-            result.segments[unit.unit_id] = segments
-            hours = [h for _, _, h in rows if h is not None]
-            due = bool(hours) and max(hours) - unit.last_service_run_hours >= unit.spec.service_interval_h
+            segments = sustain(raw, self.sustain_ms, prior)
+            if first > begin:
+                segments = [Segment(begin, first, NEVER), *segments]
+            result.segments[uid] = segments
+            hours = facts.hours.get(uid)
+            due = hours is not None and hours - unit.last_service_run_hours >= unit.spec.service_interval_h
             tags = _tags(unit)
-            written = self._written.setdefault(unit.unit_id, {}) if only_changes else None
-            for minute in minutes(segments, write_from, end_ms):
+            written = self._written.get(uid, {}) if only_changes else None
+            confirm: dict[int, object] = {}
+            for minute in minutes(segments, max(write_from, begin), end_ms):
                 c = minute.condition
                 if written is not None:
                     key = (c, tuple(minute.seconds.values()), due)
                     if written.get(minute.start_ms) == key:
                         continue
-                    written[minute.start_ms] = key
+                    confirm[minute.start_ms] = key
                 fields: dict[str, object] = {
                     StateField.STATE: c.state,
                     StateField.REASON: c.reason,
@@ -232,6 +380,7 @@ class HealthEngine:
             for change in transitions(segments, prior):
                 if change.at_ms < write_from:
                     continue
+                result.events.add((uid, change.at_ms))
                 event = line(
                     Measurement.UNIT_EVENT,
                     tags,
@@ -247,17 +396,25 @@ class HealthEngine:
                 if written is not None:
                     if written.get(-change.at_ms) == event:
                         continue
-                    written[-change.at_ms] = event  # events keyed by negative time, beside the minutes
+                    confirm[-change.at_ms] = event  # events keyed by negative time, beside the minutes
                 result.lines.append(event)
             if written is not None:
-                for stale in [k for k in written if abs(k) < start_ms]:
-                    del written[stale]
+                result.written[uid] = confirm
             if segments:
                 last = segments[-1]
-                result.status[unit.unit_id] = UnitStatus(
-                    unit, last.condition, last.start_ms, rows[-1][0] if rows else None, due
+                pending = raw[-1].condition if raw and raw[-1].condition != last.condition else None
+                result.status[uid] = UnitStatus(
+                    unit, last.condition, last.start_ms, facts.last.get(uid), due, pending
                 )
         return result
+
+    def confirm(self, evaluation: Evaluation) -> None:
+        """InfluxDB accepted ``evaluation``'s lines: remember them so later cycles skip what is unchanged."""
+        for uid, entries in evaluation.written.items():
+            written = self._written.setdefault(uid, {})
+            written.update(entries)
+            for stale in [k for k in written if abs(k) < evaluation.start_ms]:
+                del written[stale]
 
     def write(self, lines: list[str]) -> int:
         """Write result lines (idempotent); returns how many the server refused."""
@@ -276,6 +433,8 @@ class HealthEngine:
         end_ms: int,
         units: set[str] | None = None,
         progress: Callable[[int], None] | None = None,
+        *,
+        collect: dict[str, list[Segment]] | None = None,
     ) -> Evaluation:
         """Evaluate and write a long range in one-hour slices; ``progress(ms_done)`` after each slice.
 
@@ -284,7 +443,10 @@ class HealthEngine:
         minutes near a slice's end can hold a pending condition (too short to judge yet), and only the
         next slice knows whether it lasted. The first slice likewise starts ``overlap`` before
         ``start_ms`` with the stored state as prior, so a restart corrects what the previous run left
-        pending; when nothing is stored yet, writing starts at ``start_ms``.
+        pending; when nothing is stored yet, writing starts at ``start_ms``. First and last readings and
+        run hours come from telemetry before the range and are carried from slice to slice, so a silent
+        slice keeps its maintenance flag. ``collect`` receives each unit's whole timeline (late-upload
+        history looks for faults in it).
         """
         overlap = self.sustain_ms + 5 * MINUTE_MS
         start_ms -= start_ms % MINUTE_MS
@@ -295,6 +457,7 @@ class HealthEngine:
         write_from = begin if priors else start_ms
         if not priors:
             begin = start_ms
+        facts = load_facts(self.reader, begin)
         evaluation = Evaluation(start_ms, start_ms)
         cursor = start_ms
         while cursor < end_ms:
@@ -302,8 +465,23 @@ class HealthEngine:
             if evaluation.segments:
                 begin = write_from = cursor - overlap
                 priors = {u: _condition_at(segs, begin) for u, segs in evaluation.segments.items() if segs}
-            evaluation = self.evaluate(begin, stop, write_from_ms=write_from, priors=priors, units=units)
+            evaluation = self.evaluate(
+                begin, stop, write_from_ms=write_from, priors=priors, units=units, facts=facts
+            )
             self.write(evaluation.lines)
+            if self.sink is not None:
+                self.write(
+                    aggregate_lines(self.reader, self.inventory, _tags, max(cursor, start_ms), stop, units)
+                )
+            self._drop_stale_events(evaluation, write_from, stop, units)
+            if collect is not None:
+                for unit_id, segs in evaluation.segments.items():
+                    head = [
+                        Segment(g.start_ms, min(g.end_ms, begin), g.condition)
+                        for g in collect.get(unit_id, [])
+                        if g.start_ms < begin
+                    ]
+                    collect[unit_id] = _splice(head, segs)
             cursor = stop
             if progress is not None:
                 progress(stop - start_ms)
@@ -312,16 +490,38 @@ class HealthEngine:
         return evaluation
 
     def cycle(self) -> Evaluation:
-        """One cycle: refresh the cached readings, re-evaluate the trailing window up to now, write changes."""
+        """One cycle: refresh the cached readings, re-evaluate the trailing window up to now, write changes.
+
+        Nothing the engine remembers about what is stored (the written-lines cache, the late-upload
+        checkpoint, the status cache) moves before InfluxDB confirmed the write: after a failed write the
+        next cycle re-evaluates the whole window and writes what was lost.
+        """
         self._inventory.refresh()
         now_ms = int(self.clock() * 1000)
         start = now_ms - self.lookback_ms
         start -= start % MINUTE_MS
         started = time.perf_counter()
-        refetch = self._reevaluate_late(start, now_ms)
-        changed_from = self._refresh_cache(start - self.pad_ms, now_ms, refetch)
-        evaluation = self._evaluate_window(start, now_ms, changed_from, refetch)
-        refused = self.write(evaluation.lines)
+        if not self._facts_loaded:
+            self.facts = load_facts(self.reader)
+            self._facts_loaded = True
+        late = self._reevaluate_late(start, now_ms)
+        changed_from = self._refresh_cache(start - self.pad_ms, now_ms, late.refetch)
+        evaluation = self._evaluate_window(start, now_ms, changed_from, late)
+        status_lines, status_keys = self._status_lines(evaluation, now_ms)
+        try:
+            refused = self.write(evaluation.lines + status_lines)
+        except SinkError:
+            self._unconfirmed_from = start
+            raise
+        self.confirm(evaluation)
+        if late.refetch:
+            self._drop_stale_events(evaluation, start, now_ms, late.refetch)
+        self._status_written.update(status_keys)
+        self._unconfirmed_from = None
+        self._history(late, evaluation, now_ms)
+        if self.sink is not None:
+            self._aggregate(now_ms, late)
+        self._late_checked_ms = late.checked_to
         self.last_status = evaluation.status
         self._alert(evaluation, now_ms)
         self.cycles += 1
@@ -338,31 +538,125 @@ class HealthEngine:
         )
         return evaluation
 
-    def _evaluate_window(self, start: int, now_ms: int, changed_from: int, refetch: set[str]) -> Evaluation:
+    def _drop_stale_events(
+        self, evaluation: Evaluation, from_ms: int, to_ms: int, units: set[str] | None
+    ) -> None:
+        """Delete stored transitions in ``[from_ms, to_ms)`` that a re-evaluation no longer finds.
+
+        A unit silent while its readings waited in a broker or a device buffer got an in_spec -> no_data
+        event live; once the readings are in, the state never changed, and the event must go (overwriting
+        cannot remove a point). InfluxQL DELETE exists in InfluxDB 1.x only; on 2.x and 3 Core the stale
+        event stays and a warning says so.
+        """
+        if self.sink is None or to_ms <= from_ms or (units is not None and not units):
+            return
+        where = f"time >= {int(from_ms)}ms AND time < {int(to_ms)}ms"
+        if units is not None:
+            where += " AND (" + " OR ".join(f"{Tag.UNIT_ID} = '{u}'" for u in sorted(units)) + ")"
+        rows = self.reader.rows(
+            f"SELECT {Tag.UNIT_ID}, {EventField.CODE} FROM {self._results(Measurement.UNIT_EVENT)} WHERE {where}"  # noqa: S608 - inventory ids, ints
+        )
+        found = ((r[Tag.UNIT_ID], int(r["time"])) for r in rows)
+        stale = [key for key in found if key not in evaluation.events]
+        if not stale:
+            return
+        try:
+            self.reader.execute(
+                "; ".join(
+                    f"DELETE FROM {Measurement.UNIT_EVENT} WHERE {Tag.UNIT_ID} = '{u}' "  # noqa: S608 - inventory ids, ints
+                    f"AND time >= {t}ms AND time <= {t}ms"
+                    for u, t in stale
+                )
+            )
+        except SinkError as exc:
+            log.warning("health.stale_events_kept", count=len(stale), error=str(exc)[:200])
+            return
+        for u, t in stale:
+            self._written.get(u, {}).pop(-t, None)
+        log.info("health.stale_events_deleted", count=len(stale))
+
+    def _status_lines(
+        self, evaluation: Evaluation, now_ms: int
+    ) -> tuple[list[str], dict[str, tuple[Any, ...]]]:
+        """``unit_status`` points for units whose status changed, so ``status`` reads instead of evaluating.
+
+        One point per unit per hour (the hour's start is its time, rewritten while the hour lasts), and only
+        when something shown changed; the last-reading time counts at minute resolution, or every unit
+        would be rewritten every cycle.
+        """
+        hour = now_ms - now_ms % 3600_000
+        lines: list[str] = []
+        keys: dict[str, tuple[Any, ...]] = {}
+        for unit_id, st in evaluation.status.items():
+            last = st.last_reading_ms
+            key = (
+                hour,
+                st.condition,
+                st.since_ms,
+                st.maintenance_due,
+                st.pending,
+                None if last is None else last // 60_000,
+            )
+            if self._status_written.get(unit_id) == key:
+                continue
+            keys[unit_id] = key
+            fields: dict[str, object] = {
+                StateField.STATE: st.condition.state,
+                StateField.REASON: st.condition.reason,
+                StateField.CODE: st.condition.code,
+                StateField.MAINTENANCE_DUE: st.maintenance_due,
+                StatusField.SINCE_MS: st.since_ms,
+                StatusField.UPDATED_MS: now_ms,
+                StatusField.PENDING_STATE: st.pending.state if st.pending else "",
+                StatusField.PENDING_REASON: st.pending.reason if st.pending else "",
+            }
+            if last is not None:
+                fields[StatusField.LAST_READING_MS] = last
+            lines.append(line(Measurement.UNIT_STATUS, _tags(st.unit), fields, hour * _NS_PER_MS))
+        return lines, keys
+
+    def _evaluate_window(self, start: int, now_ms: int, changed_from: int, late: LateWork) -> Evaluation:
         """The trailing window, evaluated only as far back as new readings can change anything.
 
         Before ``changed_from - sustain - 2 x no-data limit`` the previous cycle's states are final (a
         pending condition is shorter than the sustain window), so steady cycles evaluate a few minutes per
-        unit instead of the whole window and splice the result onto what they had. The first cycle, and
-        units whose older readings changed (late uploads), get the whole window.
+        unit instead of the whole window and splice the result onto what they had. The first cycle, a
+        cycle after a failed write, and units whose older readings changed (late uploads) get the whole
+        window; the latter start from the state the late re-evaluation found at the window's start, so a
+        backlog does not create a transition at the window's start that never happened.
         """
-        if not self._segments:
-            priors = None
+        refetch = late.refetch
+        if not self._segments or self._unconfirmed_from is not None:
+            priors = (
+                None
+                if not self._segments
+                else {
+                    u: late.priors.get(u) or _condition_at(segs, start)
+                    for u, segs in self._segments.items()
+                    if segs
+                }
+            )
             evaluation = self.evaluate(start, now_ms, readings=self._cache, only_changes=True, priors=priors)
             self._segments = evaluation.segments
             return evaluation
         tail_from = changed_from - self.sustain_ms - 2 * self.pad_ms
         tail_from = max(start, tail_from - tail_from % MINUTE_MS)
-        others = None if not refetch else set(self.inventory.units) - refetch
         context = tail_from - self.pad_ms
         views = {u: rows[bisect.bisect_left(rows, context, key=_time) :] for u, rows in self._cache.items()}
+        steady = self._steady(start, tail_from, now_ms, changed_from, refetch)
+        slow = set(self.inventory.units) - refetch - set(steady.status)
         priors = {u: _condition_at(segs, tail_from) for u, segs in self._segments.items() if segs}
         evaluation = self.evaluate(
-            tail_from, now_ms, readings=views, only_changes=True, priors=priors, units=others
+            tail_from, now_ms, readings=views, only_changes=True, priors=priors, units=slow
         )
+        evaluation.lines += steady.lines
+        evaluation.status.update(steady.status)
+        evaluation.written.update(steady.written)
         if refetch:
             whole = {
-                u: _condition_at(segs, start) for u, segs in self._segments.items() if segs and u in refetch
+                u: late.priors.get(u) or _condition_at(segs, start)
+                for u, segs in self._segments.items()
+                if segs and u in refetch
             }
             full = self.evaluate(
                 start, now_ms, readings=self._cache, only_changes=True, priors=whole, units=refetch
@@ -370,6 +664,8 @@ class HealthEngine:
             evaluation.lines += full.lines
             evaluation.status.update(full.status)
             evaluation.segments.update(full.segments)
+            evaluation.written.update(full.written)
+            evaluation.events |= full.events
         for unit_id, tail in evaluation.segments.items():
             if unit_id in refetch:
                 self._segments[unit_id] = tail
@@ -386,6 +682,73 @@ class HealthEngine:
                 evaluation.status[unit_id] = replace(status, since_ms=spliced[-1].start_ms)
         evaluation.segments = self._segments
         return evaluation
+
+    def _steady(  # noqa: C901 - one pass, every way out of the fast path listed in order
+        self, start: int, tail_from: int, now_ms: int, changed_from: int, refetch: set[str]
+    ) -> Evaluation:
+        """Units whose new readings all show the condition they are in: their state simply goes on.
+
+        Most of a fleet, most of the time. For them the timeline's last segment is extended to now and
+        only the newly completed minutes are written, instead of rebuilding a few minutes of timeline
+        per unit (the larger part of a steady cycle at 20,000 units). Any change, gap, pending condition
+        or late upload sends the unit through :meth:`evaluate` instead.
+        """
+        out = Evaluation(tail_from, now_ms)
+        facts = self.facts
+        for unit_id, segs in self._segments.items():
+            status = self.last_status.get(unit_id)
+            rows = self._cache.get(unit_id)
+            if not segs or not rows or status is None or status.pending is not None or unit_id in refetch:
+                continue
+            last = segs[-1]
+            condition = last.condition
+            if condition.state in (State.NO_DATA, State.NEVER_CONNECTED) or status.condition != condition:
+                continue
+            unit = status.unit
+            no_data_ms = max(3 * round(unit.spec.report_interval_s * 1000), 60_000)
+            i = bisect.bisect_left(rows, changed_from, key=_time)
+            if i == 0:
+                continue
+            previous = rows[i - 1][0]
+            hours = None
+            for t, c, h, *_ in rows[i:]:
+                if (c is not condition and c != condition) or t - previous > no_data_ms:
+                    break
+                previous = t
+                if h is not None:
+                    hours = h
+            else:
+                if now_ms - previous > no_data_ms:
+                    continue
+                facts.seen(unit_id, rows[0][0], previous, hours)
+                hours_now = facts.hours.get(unit_id)
+                due = (
+                    hours_now is not None
+                    and hours_now - unit.last_service_run_hours >= unit.spec.service_interval_h
+                )
+                seconds = whole_minute(condition.state)
+                key = (condition, tuple(seconds.values()), due)
+                written = self._written.get(unit_id, {})
+                confirm: dict[int, object] = {}
+                first = max(tail_from, last.start_ms + (-last.start_ms) % MINUTE_MS)
+                for m in range(first, now_ms - MINUTE_MS + 1, MINUTE_MS):
+                    if written.get(m) == key:
+                        continue
+                    confirm[m] = key
+                    fields: dict[str, object] = {
+                        StateField.STATE: condition.state,
+                        StateField.REASON: condition.reason,
+                        StateField.CODE: condition.code,
+                        StateField.IN_SPEC: 1 if condition.state == State.IN_SPEC else 0,
+                        StateField.MAINTENANCE_DUE: due,
+                    }
+                    fields.update({seconds_field(state): sec for state, sec in seconds.items()})
+                    out.lines.append(line(Measurement.UNIT_STATE, _tags(unit), fields, m * _NS_PER_MS))
+                out.written[unit_id] = confirm
+                kept = [g for g in segs[:-1] if g.end_ms > start]
+                self._segments[unit_id] = [*kept, Segment(last.start_ms, now_ms, condition)]
+                out.status[unit_id] = UnitStatus(unit, condition, last.start_ms, facts.last.get(unit_id), due)
+        return out
 
     def _refresh_cache(self, keep_from_ms: int, now_ms: int, refetch: set[str]) -> int:
         """Fetch only what is new since the last cycle (plus the ingester's late margin), per unit.
@@ -413,51 +776,118 @@ class HealthEngine:
             new = []
             for row in fresh.get(unit_id, []):
                 t = int(row["time"])
-                new.append(known.get(t) or (t, classify(row, unit.spec), row.get("run_hours")))
+                new.append(known.get(t) or _reading(row, unit.spec))
             new.sort(key=_time)
             self._cache[unit_id] = cached[lo:hi] + new
         self._cache_until = now_ms
         return fetch_from
 
-    def _reevaluate_late(self, window_start_ms: int, now_ms: int) -> set[str]:
-        """Re-evaluate history that late uploads (``late_data`` markers) changed, before the trailing window."""
-        if self._late_checked_ms is None:
+    def _reevaluate_late(self, window_start_ms: int, now_ms: int) -> LateWork:
+        """Re-evaluate history that late uploads (``late_data`` markers) changed, before the trailing window.
+
+        The checkpoint (``checked_to``) is committed by the cycle only after its writes succeeded.
+        """
+        checked = self._late_checked_ms
+        if checked is None:
             # First cycle: catch up on uploads that arrived while the engine was not running.
-            rows = self.reader.rows(f"SELECT last({StateField.STATE}) FROM {Measurement.UNIT_STATE}")  # noqa: S608
-            self._late_checked_ms = int(rows[0]["time"]) if rows else now_ms - self.lookback_ms
+            rows = self.reader.rows(
+                f"SELECT last({StateField.STATE}) FROM {self._results(Measurement.UNIT_STATE)}"  # noqa: S608
+            )
+            checked = int(rows[0]["time"]) if rows else now_ms - self.lookback_ms
         rows = self.reader.rows(
-            f"SELECT {Tag.UNIT_ID}, {LateField.FROM_MS} FROM {Measurement.LATE_DATA} "  # noqa: S608 - constants and ints
-            f"WHERE time >= {self._late_checked_ms}ms AND time < {now_ms}ms GROUP BY {Tag.UNIT_ID}"
+            f"SELECT {Tag.UNIT_ID}, {LateField.FROM_MS}, {LateField.TO_MS} FROM {Measurement.LATE_DATA} "  # noqa: S608 - constants and ints
+            f"WHERE time >= {checked}ms AND time < {now_ms}ms GROUP BY {Tag.UNIT_ID}"
         )
-        self._late_checked_ms = now_ms
+        work = LateWork(checked_to=now_ms)
         earliest: dict[str, int] = {}
-        refetch: set[str] = set()
         for row in rows:
             unit_id = row[Tag.UNIT_ID]
             if unit_id not in self.inventory.units:
                 continue
-            refetch.add(unit_id)
-            from_ms = row[LateField.FROM_MS]
+            work.refetch.add(unit_id)
+            from_ms, to_ms = (
+                int(row[LateField.FROM_MS]),
+                int(row.get(LateField.TO_MS) or row[LateField.FROM_MS]),
+            )
+            low, high = work.spans.get(unit_id, (from_ms, to_ms))
+            work.spans[unit_id] = (min(low, from_ms), max(high, to_ms))
             if from_ms < window_start_ms:
                 earliest[unit_id] = min(earliest.get(unit_id, from_ms), from_ms)
+                self.facts.seen(unit_id, from_ms, to_ms, None)
         if not earliest:
-            return refetch
+            return work
         began = min(earliest.values())
-        self.evaluate_range(began, window_start_ms, units=set(earliest))
+        evaluation = self.evaluate_range(began, window_start_ms, units=set(earliest), collect=work.timelines)
+        work.priors = {
+            u: _condition_at(segs, window_start_ms - 1) for u, segs in evaluation.segments.items() if segs
+        }
         log.info(
             "health.late_data_reevaluated",
             units=len(earliest),
             from_ms=began,
             hours=round((window_start_ms - began) / 3600_000, 2),
         )
-        return refetch
+        return work
+
+    def _history(self, late: LateWork, evaluation: Evaluation, now_ms: int) -> None:
+        """Notify, once, faults that began and ended inside a late upload (nobody could see them live).
+
+        Each is recorded in ``unit_history`` (time = the fault's start) before it is sent, and one already
+        recorded is never sent again, so a restart re-reading the same uploads stays silent.
+        """
+        found: list[tuple[str, Condition, int, int]] = []
+        for unit_id, (from_ms, to_ms) in late.spans.items():
+            segs = (
+                _splice(
+                    [g for g in late.timelines.get(unit_id, []) if g.start_ms < evaluation.start_ms],
+                    [g for g in evaluation.segments.get(unit_id, []) if g.start_ms >= evaluation.start_ms],
+                )
+                if late.timelines.get(unit_id)
+                else evaluation.segments.get(unit_id, [])
+            )
+            found += [(unit_id, c, a, b) for c, a, b in _episodes(segs) if from_ms <= a and b <= to_ms]
+        if not found or self.sink is None:
+            return
+        units = sorted({u for u, *_ in found})
+        low = min(a for *_, a, _ in found)
+        stored = self.reader.rows(
+            f"SELECT {Tag.UNIT_ID}, {HistoryField.END_MS} FROM {self._results(Measurement.UNIT_HISTORY)} "  # noqa: S608 - ids match the inventory pattern
+            f"WHERE time >= {low}ms AND (" + " OR ".join(f"{Tag.UNIT_ID} = '{u}'" for u in units) + ")"
+        )
+        known = {(r[Tag.UNIT_ID], int(r["time"])) for r in stored}
+        fresh = [f for f in found if (f[0], f[2]) not in known]
+        if not fresh:
+            return
+        self.write(
+            [
+                line(
+                    Measurement.UNIT_HISTORY,
+                    _tags(self.inventory.units[u]),
+                    {
+                        StateField.STATE: c.state,
+                        StateField.REASON: c.reason,
+                        StateField.CODE: c.code,
+                        HistoryField.END_MS: b,
+                        HistoryField.NOTIFIED_MS: now_ms,
+                    },
+                    a * _NS_PER_MS,
+                )
+                for u, c, a, b in fresh
+            ]
+        )
+        if self.on_history is not None:
+            for u, c, a, b in fresh:
+                self.on_history(self.inventory.units[u], c, a, b, now_ms)
 
     def _alert(self, evaluation: Evaluation, now_ms: int) -> None:
         for unit_id, status in evaluation.status.items():
             before = self.current.get(unit_id)
             self.current[unit_id] = status.condition
-            if before is not None and before != status.condition and self.on_change is not None:
-                self.on_change(status, before, now_ms)
+            if before is None or before == status.condition or self.on_change is None:
+                continue
+            if before.state == State.NEVER_CONNECTED and status.condition.state == State.IN_SPEC:
+                continue  # a new unit's first readings: nothing to raise or clear
+            self.on_change(status, before, now_ms)
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Cycle until ``stop``; transient InfluxDB trouble is logged and retried next cycle."""
@@ -471,6 +901,32 @@ class HealthEngine:
             except SinkError as exc:
                 log.warning("health.cycle_failed", error=str(exc), note="retrying next cycle")
             stop.wait(max(0.0, self.cycle_s - (time.monotonic() - began)))
+
+
+@dataclass
+class LateWork:
+    """What one cycle learnt from late-upload markers; ``checked_to`` is committed after a good write."""
+
+    checked_to: int
+    refetch: set[str] = field(default_factory=set)
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # unit -> (first, last) late reading
+    priors: dict[str, Condition] = field(default_factory=dict)  # state at the window's start, re-evaluated
+    timelines: dict[str, list[Segment]] = field(default_factory=dict)  # re-evaluated history before it
+
+
+def _episodes(segments: list[Segment]) -> list[tuple[Condition, int, int]]:
+    """Faults along a timeline: runs of underperforming/power_failure, with their worst condition."""
+    out: list[tuple[Condition, int, int]] = []
+    run: list[Segment] = []
+    for seg in [*segments, None]:
+        if seg is not None and seg.condition.state in (State.UNDERPERFORMING, State.POWER_FAILURE):
+            run.append(seg)
+            continue
+        if run:
+            worst = max(run, key=lambda g: (g.condition.code, g.duration_ms)).condition
+            out.append((worst, run[0].start_ms, run[-1].end_ms))
+            run = []
+    return out
 
 
 def _splice(head: list[Segment], tail: list[Segment]) -> list[Segment]:

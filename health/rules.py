@@ -9,7 +9,9 @@ The model, in the order it is applied:
    (on battery or no power and not running, or a POWER_FAILURE alarm), ``off`` (reported standby),
    ``underperforming`` with a reason (purity below the critical level, purity low, flow below 80 % of the
    setpoint while running, outlet pressure outside the band, overheating, a device alarm), else
-   ``in_spec``.
+   ``in_spec``. DOCS plants are also judged on their own measurements (:func:`_plant`): product flow
+   below 80 % of the demanded setpoint or, without one, of the plant's rated output; product pressure
+   outside the model's band; compressor discharge above its limit; feed-air dew point above its limit.
 2. **Raw timeline**: a reading's condition holds until the next reading. When no reading follows within
    the no-data limit (``max(3 x reporting interval, 60 s)``), the unit is ``no_data`` from the time its
    next report was due.
@@ -44,6 +46,7 @@ __all__ = [
     "MinuteState",
     "Segment",
     "Transition",
+    "accounting_start",
     "availability",
     "classify",
     "minutes",
@@ -51,6 +54,7 @@ __all__ = [
     "sustain",
     "timeline",
     "transitions",
+    "whole_minute",
 ]
 
 IN_SPEC: Final = State.IN_SPEC
@@ -95,10 +99,12 @@ def _condition(state: str, reason: str) -> Condition:
 
 
 SILENT: Final = Condition(NO_DATA, "no_data")
+# Commissioned, nothing ever received: shown on its own and not booked against the unit or its hospital.
+NEVER: Final = Condition(State.NEVER_CONNECTED, "never_connected")
 _NO_ALARMS: Final[frozenset[str]] = frozenset()
 
 
-def classify(reading: Mapping[str, Any], spec: ModelSpec) -> Condition:  # noqa: PLR0911 - the rules, in order
+def classify(reading: Mapping[str, Any], spec: ModelSpec) -> Condition:  # noqa: C901, PLR0911 - the rules, in order
     """The condition one reading shows, against its model's specification."""
     raw_alarms = reading.get("alarms")  # usually absent: no set to build for every reading then
     alarms = {a for a in str(raw_alarms).split(",") if a} if raw_alarms else _NO_ALARMS
@@ -116,6 +122,10 @@ def classify(reading: Mapping[str, Any], spec: ModelSpec) -> Condition:  # noqa:
     flow, setpoint = reading.get("flow_lpm"), reading.get("setpoint_lpm")
     if flow is not None and setpoint and flow < LOW_FLOW_RATIO * setpoint:
         return _condition(UNDERPERFORMING, "low_flow")
+    if spec.kind == "docs":
+        plant = _plant(reading, spec)
+        if plant is not None:
+            return plant
     outlet = reading.get("outlet_kpa")
     if outlet is not None and outlet < spec.outlet_min_kpa:
         return _condition(UNDERPERFORMING, "pressure_low")
@@ -128,6 +138,31 @@ def classify(reading: Mapping[str, Any], spec: ModelSpec) -> Condition:  # noqa:
     if other:
         return _condition(UNDERPERFORMING, f"alarm_{other[0].lower()}")
     return OK
+
+
+def _plant(reading: Mapping[str, Any], spec: ModelSpec) -> Condition | None:
+    """A DOCS plant's own rules; None when they find nothing (fields the plant does not send are skipped).
+
+    Product flow is what the beds make; the delivered ``flow_lpm`` follows the hospital's demand, so a
+    plant making a tenth of its rating while the wards draw little would pass the setpoint rule alone.
+    """
+    product = reading.get("product_flow_lpm")
+    target = reading.get("setpoint_lpm") or spec.rated_flow_lpm
+    if product is not None and product < LOW_FLOW_RATIO * target:
+        return _condition(UNDERPERFORMING, "product_flow_low")
+    pressure = reading.get("product_kpa")
+    if pressure is not None and spec.product_min_kpa is not None and pressure < spec.product_min_kpa:
+        return _condition(UNDERPERFORMING, "product_pressure_low")
+    if pressure is not None and spec.product_max_kpa is not None and pressure > spec.product_max_kpa:
+        return _condition(UNDERPERFORMING, "product_pressure_high")
+    compressor = reading.get("compressor_temp_c")
+    limit = spec.max_compressor_temp_c
+    if compressor is not None and limit is not None and compressor > limit:
+        return _condition(UNDERPERFORMING, "compressor_overheating")
+    dew = reading.get("dew_point_c")
+    if dew is not None and spec.max_dew_point_c is not None and dew > spec.max_dew_point_c:
+        return _condition(UNDERPERFORMING, "dew_point_high")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +262,18 @@ def sustain(runs: Sequence[Segment], sustain_ms: int, prior: Condition | None = 
     return _merge(out)
 
 
+def accounting_start(
+    commissioned_ms: int, first_reading_ms: int | None, start_ms: int, end_ms: int
+) -> tuple[int, int]:
+    """``(begin, first)``: nothing is booked before ``begin`` (commissioning); ``[begin, first)`` is never_connected.
+
+    ``first`` is the unit's first ever reading clipped to the range (``end_ms`` when it never reported).
+    """
+    begin = min(max(start_ms, commissioned_ms), end_ms)
+    first = end_ms if first_reading_ms is None else min(max(begin, first_reading_ms), end_ms)
+    return begin, first
+
+
 def timeline(
     readings: Sequence[tuple[Any, ...]],
     start_ms: int,
@@ -243,6 +290,11 @@ def timeline(
 
 # Shared, never mutated: the seconds of a minute spent entirely in one state.
 _WHOLE_MINUTE: Final = {state: {s: (60.0 if s == state else 0.0) for s in STATES} for state in STATES}
+
+
+def whole_minute(state: str) -> dict[str, float]:
+    """The seconds of a minute spent entirely in ``state`` (shared: never mutate it)."""
+    return _WHOLE_MINUTE[state]
 
 
 @dataclass(frozen=True, slots=True)

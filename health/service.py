@@ -17,6 +17,7 @@ from devices.inventory import SAMPLE_INVENTORY, InventoryError, load_inventory
 from health.alerts import Alerter
 from health.engine import HealthEngine
 from store.reader import InfluxQL
+from store.retention import apply_retention, results_policy
 from store.writer import InfluxSink, make_transport, prepare_database
 
 if TYPE_CHECKING:
@@ -62,9 +63,12 @@ def build_engine(settings: Settings, *, writing: bool) -> HealthEngine:
     except InventoryError as exc:
         raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc
     sink = None
+    long_rp = results_policy(settings.influx)
     if writing:
-        transport = make_transport(settings.influx)
+        # The engine's results go to the long-term policy; raw telemetry stays in the bounded default one.
+        transport = make_transport(settings.influx.model_copy(update={"retention_policy": long_rp}))
         prepare_database(transport, settings.influx)
+        apply_retention(transport, settings.influx)
         sink = InfluxSink(transport)
     alerter = _alerter(settings) if writing else None
     h = settings.health
@@ -77,6 +81,8 @@ def build_engine(settings: Settings, *, writing: bool) -> HealthEngine:
             lookback_s=h.lookback_s,
             cycle_s=h.cycle_s,
             on_change=None if alerter is None else alerter.notify,
+            on_history=None if alerter is None else alerter.history,
+            long_rp=long_rp,
         )
     except InventoryError as exc:
         raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from health.rules import availability
 from store.reader import quote_any_case
-from store.schema import STATES, Measurement, Tag, seconds_field
+from store.schema import STATES, Measurement, Tag, qualified, seconds_field
 
 if TYPE_CHECKING:
     from store.reader import InfluxQL
@@ -25,6 +25,7 @@ def uptime_rows(
     *,
     hospital: str | None = None,
     province: str | None = None,
+    retention_policy: str | None = None,
 ) -> list[dict[str, Any]]:
     """Seconds per state per unit over a range, summed from ``unit_state`` (what Grafana does too).
 
@@ -37,7 +38,7 @@ def uptime_rows(
         where += f" AND {Tag.PROVINCE} =~ {quote_any_case(province)}"
     sums = ", ".join(f"sum({seconds_field(s)}) AS {s}" for s in STATES)
     return reader.rows(
-        f"SELECT {sums} FROM {Measurement.UNIT_STATE} WHERE {where} "  # noqa: S608 - literals escaped
+        f"SELECT {sums} FROM {qualified(Measurement.UNIT_STATE, retention_policy)} WHERE {where} "  # noqa: S608 - literals escaped
         f"GROUP BY {Tag.UNIT_ID}, {Tag.HOSPITAL}, {Tag.PROVINCE}"
     )
 
@@ -49,6 +50,7 @@ def uptime_report(
     *,
     hospital: str | None = None,
     province: str | None = None,
+    retention_policy: str | None = None,
 ) -> list[dict[str, Any]]:
     """Availability per unit, then per hospital: the monthly report, for the CLI and the HTTP API.
 
@@ -57,7 +59,9 @@ def uptime_report(
     """
     units: list[dict[str, Any]] = []
     hospitals: dict[str, dict[str, Any]] = {}
-    rows = uptime_rows(reader, since_ms, until_ms, hospital=hospital, province=province)
+    rows = uptime_rows(
+        reader, since_ms, until_ms, hospital=hospital, province=province, retention_policy=retention_policy
+    )
     for row in sorted(rows, key=lambda r: (r["hospital"], r["unit_id"])):
         seconds = {s: float(row.get(s) or 0.0) for s in STATES}
         units.append(

@@ -22,20 +22,26 @@ from devices.payload import PAYLOAD_MODELS
 
 __all__ = [
     "ACCOUNTED",
+    "AGGREGATED",
+    "AGGREGATES",
     "LATE_AFTER_MS",
     "STATES",
     "UNIT_TAGS",
     "UNREGISTERED",
     "ConnectionField",
     "EventField",
+    "HistoryField",
     "LateField",
     "Measurement",
     "RejectedField",
     "State",
     "StateField",
     "StatsField",
+    "StatusField",
     "Tag",
     "TelemetryField",
+    "aggregate_field",
+    "qualified",
     "seconds_field",
     "telemetry_fields",
 ]
@@ -51,6 +57,9 @@ class Measurement(StrEnum):
     STATS = "oxyfleet_ingest"  # the ingester's own counters
     UNIT_STATE = "unit_state"  # health engine: one point per unit per minute
     UNIT_EVENT = "unit_event"  # health engine: one point per state transition
+    UNIT_STATUS = "unit_status"  # health engine: each unit's live status (what `status` and the API read)
+    UNIT_HISTORY = "unit_history"  # health engine: a fault found in a late upload, notified once
+    TELEMETRY_1M = "telemetry_1m"  # health engine: per unit per minute min/mean/max, kept long-term
 
 
 class Tag(StrEnum):
@@ -109,9 +118,47 @@ class StateField(StrEnum):
     MAINTENANCE_DUE = "maintenance_due"
 
 
+# Telemetry fields aggregated per unit and minute into telemetry_1m (purity, flow, pressure), and the
+# statistics kept of each.
+AGGREGATED: Final = ("purity_pct", "flow_lpm", "outlet_kpa")
+AGGREGATES: Final = ("min", "mean", "max")
+
+
+def aggregate_field(field: str, stat: str) -> str:
+    """The ``telemetry_1m`` field for one statistic of one telemetry field (e.g. ``purity_pct_min``)."""
+    if field not in AGGREGATED or stat not in AGGREGATES:
+        msg = f"not an aggregated field/statistic: {field} {stat}"
+        raise ValueError(msg)
+    return f"{field}_{stat}"
+
+
+def qualified(measurement: Measurement, retention_policy: str | None) -> str:
+    """``measurement`` in InfluxQL, under ``retention_policy`` when one is given (the default otherwise)."""
+    if not retention_policy:
+        return str(measurement)
+    return '"' + retention_policy.replace('"', '\\"') + '".' + str(measurement)
+
+
 def seconds_field(state: str) -> str:
     """The ``unit_state`` field holding the seconds a minute spent in ``state`` (e.g. ``in_spec_s``)."""
     return f"{State(state)}_s"
+
+
+class StatusField(StrEnum):
+    """Fields of ``unit_status`` (besides state, reason and code, named as in :class:`StateField`)."""
+
+    SINCE_MS = "since_ms"
+    LAST_READING_MS = "last_reading_ms"
+    PENDING_STATE = "pending_state"  # a condition seen at "now" but shorter than the sustain window
+    PENDING_REASON = "pending_reason"
+    UPDATED_MS = "updated_ms"  # when the engine wrote it
+
+
+class HistoryField(StrEnum):
+    """Fields of ``unit_history`` (the point's time is the episode's start)."""
+
+    END_MS = "end_ms"
+    NOTIFIED_MS = "notified_ms"
 
 
 class EventField(StrEnum):

@@ -129,8 +129,11 @@ def test_engine_matches_ground_truth_and_survives_restart(
         fault = faults.get(unit.unit_id)
         expected = expected_seconds([fault] if fault else [], start, end)
         row = first[unit.unit_id]
-        measured = {s: float(row[s] or 0) for s in expected}
+        measured = {s: float(row[s] or 0) for s in (*expected, "never_connected")}
         assert sum(measured.values()) == pytest.approx((end - start) / 1000, abs=1.0), unit.unit_id
+        # Before a unit's first ever reading nothing is booked against it: at most the seconds between
+        # the range's first whole minute and the unit's first report.
+        assert measured.pop("never_connected") <= unit.spec.report_interval_s, unit.unit_id
         exp, got = availability(expected), availability(measured)
         assert got == pytest.approx(exp, abs=0.005), (unit.unit_id, fault, expected, measured)
         events = influx.rows(

@@ -37,24 +37,29 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 OK_UNIT, LOW_UNIT, SILENT_UNIT = "OC-JKT-00001", "OC-JKT-00002", "OC-JKT-00003"
+NEVER_UNIT = "OC-JKT-00004"  # in the inventory, never reported: never_connected, not booked
 
 
 @pytest.fixture
 def engine(influx, settings_for, tmp_path: Path) -> Iterator[HealthEngine]:
     inventory = load_inventory(SAMPLE_INVENTORY)
     path = tmp_path / "inventory.csv"
-    path.write_text(write_inventory(inventory.units[u] for u in (OK_UNIT, LOW_UNIT, SILENT_UNIT)))
+    path.write_text(write_inventory(inventory.units[u] for u in (OK_UNIT, LOW_UNIT, SILENT_UNIT, NEVER_UNIT)))
     sink = InfluxSink(make_transport(settings_for("api").influx))
     now = time.time_ns() // 1_000_000
     builder = LineBuilder()
     decoder = Decoder(check_time=False)
     lines = []
-    for unit in (OK_UNIT, LOW_UNIT):
-        for t in range(now - 20 * 60_000, now, 10_000):
+    for unit in (OK_UNIT, LOW_UNIT, SILENT_UNIT):
+        # The silent unit reported for three minutes, due for service (6,000 of 5,000 run hours), then
+        # fell silent 17 minutes ago: before the evaluated window, so no reading of it is in the window.
+        until = now - 17 * 60_000 if unit == SILENT_UNIT else now
+        for t in range(now - 20 * 60_000, until, 10_000):
             purity = 85.0 if unit == LOW_UNIT and t >= now - 10 * 60_000 else 93.5
-            payload = json.dumps(
-                {"ts": t, "purity_pct": purity, "flow_lpm": 5.0, "setpoint_lpm": 5.0, "running": True}
-            )
+            reading = {"ts": t, "purity_pct": purity, "flow_lpm": 5.0, "setpoint_lpm": 5.0, "running": True}
+            if unit == SILENT_UNIT:
+                reading["run_hours"] = 6000.0
+            payload = json.dumps(reading)
             lines += [
                 builder.telemetry(r)
                 for r in decoder.decode(
@@ -119,8 +124,14 @@ def test_api(engine, client) -> None:
         (SILENT_UNIT, "no_data", "no_data"),
         (LOW_UNIT, "underperforming", "purity_low"),
         (OK_UNIT, "in_spec", ""),
+        (NEVER_UNIT, "never_connected", "never_connected"),
     ]
     assert units[1]["hospital"] == "RS Umum Cempaka Raya" and units[1]["severity"] == 1
+    # Silence keeps what is known: the maintenance flag and the time of the last reading.
+    silent = units[0]
+    assert silent["maintenance_due"] is True
+    assert silent["last_reading"] is not None
+    assert not units[3]["maintenance_due"] and units[3]["last_reading"] is None
     assert [u["unit_id"] for u in client.get("/api/units", params={"state": "no_data"}).json()] == [
         SILENT_UNIT
     ]
@@ -137,6 +148,18 @@ def test_api(engine, client) -> None:
     assert by_unit[""]["level"] == "hospital"
     assert by_unit[OK_UNIT]["availability_pct"] == 100.0
     assert by_unit[SILENT_UNIT]["availability_pct"] == 0.0
+    # Never connected: shown with its hours, but not booked (no availability), and the hospital's
+    # availability is that of the three units that did report.
+    assert by_unit[NEVER_UNIT]["availability_pct"] is None
+    assert by_unit[NEVER_UNIT]["never_connected_h"] == pytest.approx(0.25, abs=0.02)
+    assert by_unit[NEVER_UNIT]["no_data_h"] == 0.0
+    hospital_in_spec = sum(by_unit[u]["in_spec_h"] for u in (OK_UNIT, LOW_UNIT, SILENT_UNIT))
+    hospital_total = sum(
+        by_unit[u][f"{s}_h"]
+        for u in (OK_UNIT, LOW_UNIT, SILENT_UNIT)
+        for s in ("in_spec", "underperforming", "power_failure", "no_data")
+    )
+    assert by_unit[""]["availability_pct"] == pytest.approx(100 * hospital_in_spec / hospital_total, abs=0.1)
     assert 30 < by_unit[LOW_UNIT]["availability_pct"] < 70  # about 5 of 15 evaluated minutes in spec
     assert client.get("/api/hospitals/RS Nowhere/uptime").status_code == 404
     assert (
@@ -160,6 +183,7 @@ def test_api(engine, client) -> None:
 def test_uptime_csv(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
+    monkeypatch.setenv("OXYFLEET_INFLUX__LONG_RETENTION_POLICY", "")  # the fixture's engine wrote the default
     result = CliRunner().invoke(
         cli, ["uptime", "--since", "1h", "--format", "csv", "--hospital", "RS Umum Cempaka Raya"]
     )
@@ -176,9 +200,10 @@ def test_uptime_csv(engine, influx, monkeypatch) -> None:
         "power_failure_h",
         "no_data_h",
         "off_h",
+        "never_connected_h",
     ]
     by_unit = {r["unit_id"]: r for r in rows}
-    assert set(by_unit) == {OK_UNIT, LOW_UNIT, SILENT_UNIT, ""}
+    assert set(by_unit) == {OK_UNIT, LOW_UNIT, SILENT_UNIT, NEVER_UNIT, ""}
     assert by_unit[OK_UNIT]["availability_pct"] == "100.0"
     assert float(by_unit[SILENT_UNIT]["no_data_h"]) == pytest.approx(
         0.25, abs=0.02
@@ -186,9 +211,10 @@ def test_uptime_csv(engine, influx, monkeypatch) -> None:
     hospital = by_unit[""]
     assert hospital["level"] == "hospital"
     total = sum(
-        float(hospital[f"{s}_h"]) for s in ("in_spec", "underperforming", "power_failure", "no_data", "off")
+        float(hospital[f"{s}_h"])
+        for s in ("in_spec", "underperforming", "power_failure", "no_data", "off", "never_connected")
     )
-    assert total == pytest.approx(0.75, abs=0.05)  # three units x 15 minutes
+    assert total == pytest.approx(1.0, abs=0.05)  # four units x 15 minutes
 
 
 def test_a_late_upload_is_reevaluated(
@@ -247,12 +273,18 @@ def test_a_late_upload_is_reevaluated(
 def test_status_cli(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
+    monkeypatch.setenv("OXYFLEET_INFLUX__LONG_RETENTION_POLICY", "")  # the fixture's engine wrote the default
     monkeypatch.setenv("OXYFLEET_INVENTORY_FILE", str(engine.inventory_path))
+    # status answers from what the engine stored, not by evaluating readings again.
+    influx.execute("DROP MEASUREMENT telemetry")
     result = CliRunner().invoke(cli, ["status"])
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.output.splitlines()[1:-1]]
-    assert [r[0] for r in rows] == [SILENT_UNIT, LOW_UNIT, OK_UNIT]
-    assert "purity_low" in result.output and result.output.strip().endswith("3 units")
+    assert [r[0] for r in rows] == [SILENT_UNIT, LOW_UNIT, OK_UNIT, NEVER_UNIT]
+    assert "purity_low" in result.output and result.output.strip().endswith("4 units")
+    silent = result.output.splitlines()[1]
+    assert silent.rstrip().endswith("due") and " - " not in silent  # last reading and maintenance kept
+    assert "never_connected" in result.output.splitlines()[4]
     only = CliRunner().invoke(cli, ["status", "--state", "underperforming"])
     assert [line.split()[0] for line in only.output.splitlines()[1:-1]] == [LOW_UNIT]
 

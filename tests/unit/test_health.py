@@ -125,3 +125,63 @@ def test_availability_excludes_off() -> None:
 def test_without_a_prior_a_short_start_takes_the_first_lasting_state() -> None:
     readings = every(10 * S, 30 * S, 10 * M)  # first reading 30 s into the range
     assert timeline(readings, 0, 10 * M, interval_ms=10 * S) == [Segment(0, 10 * M, OK)]
+
+
+HEALTHY_PLANT = {
+    "purity_pct": 93.5,
+    "flow_lpm": 300.0,
+    "outlet_kpa": 400.0,
+    "temp_c": 35.0,
+    "running": True,
+    "product_flow_lpm": 510.0,
+    "product_kpa": 420.0,
+    "compressor_temp_c": 80.0,
+    "dew_point_c": -45.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({}, ""),
+        ({"product_flow_lpm": 50.0}, "product_flow_low"),  # 10 % of the 500 L/min rating
+        ({"setpoint_lpm": 300.0, "product_flow_lpm": 260.0}, ""),  # judged against the demanded setpoint
+        ({"setpoint_lpm": 300.0, "product_flow_lpm": 200.0}, "product_flow_low"),
+        ({"product_kpa": 100.0}, "product_pressure_low"),
+        ({"product_kpa": 700.0}, "product_pressure_high"),
+        ({"compressor_temp_c": 120.0}, "compressor_overheating"),
+        ({"dew_point_c": -20.0}, "dew_point_high"),
+        ({"product_flow_lpm": None, "product_kpa": None, "compressor_temp_c": None, "dew_point_c": None}, ""),
+    ],
+)
+def test_docs_plants_are_judged_on_their_own_measurements(change: dict[str, object], reason: str) -> None:
+    # The example (purity 93 %, product 50 L/min on a 500 L/min plant) is not in spec any more.
+    reading = {**HEALTHY_PLANT, **change}
+    assert classify(reading, PLANT).reason == reason
+    # A concentrator ignores plant fields it does not have.
+    assert classify({**reading, "flow_lpm": 5.0, "setpoint_lpm": 5.0, "outlet_kpa": 55.0}, SPEC).reason == ""
+
+
+def test_accounting_starts_at_commissioning_and_the_first_reading() -> None:
+    from health.rules import accounting_start
+
+    assert accounting_start(0, 5 * M, 10 * M, 20 * M) == (10 * M, 10 * M)  # reported before: all booked
+    assert accounting_start(12 * M, 5 * M, 10 * M, 20 * M) == (12 * M, 12 * M)  # commissioned mid-range
+    assert accounting_start(12 * M, 15 * M, 10 * M, 20 * M) == (12 * M, 15 * M)  # never connected till 15
+    assert accounting_start(0, None, 10 * M, 20 * M) == (10 * M, 20 * M)  # never connected at all
+    assert accounting_start(30 * M, None, 10 * M, 20 * M) == (20 * M, 20 * M)  # not commissioned yet
+
+
+def test_a_bare_commissioning_date_is_local_midnight_in_the_province() -> None:
+    from datetime import date
+
+    from devices.inventory import commissioned_ms, parse_commissioned
+
+    utc_midnight = 1_717_200_000_000  # 2024-06-01T00:00:00Z
+    assert commissioned_ms(date(2024, 6, 1), "DKI Jakarta") == utc_midnight - 7 * 3600_000
+    assert commissioned_ms(date(2024, 6, 1), "Sulawesi Selatan") == utc_midnight - 8 * 3600_000
+    assert commissioned_ms(date(2024, 6, 1), "Papua") == utc_midnight - 9 * 3600_000
+    stamp = parse_commissioned("2024-06-01T09:30:00+08:00")
+    assert commissioned_ms(stamp, "Papua") == utc_midnight + 90 * 60_000
+    with pytest.raises(ValueError, match="zone"):
+        parse_commissioned("2024-06-01T09:30:00")

@@ -84,7 +84,10 @@ def test_every_bad_row_is_reported_with_its_line_number() -> None:
         "inv.csv:5: kind 'kettle' is not one of concentrator, docs",
         "inv.csv:6: model OC-5-DONOR is a concentrator, but kind says docs",
         "inv.csv:7: model 'OC-99' is not in the models file (DOCS-PSA-500, OC-10-DONOR, OC-5-DOMESTIC, OC-5-DONOR)",
-        "inv.csv:8: commissioned '2021-02-30' is not a date like 2021-08-17",
+        (
+            "inv.csv:8: commissioned '2021-02-30' is not a date like 2021-08-17 "
+            "or an RFC 3339 timestamp like 2021-08-17T09:30:00+08:00"
+        ),
         "inv.csv:8: last_service_run_hours 'abc' is not a number",
         "inv.csv:9: commissioned 2030-01-01 is in the future",
         "inv.csv:9: last_service_run_hours -5 is outside 0 to 1000000",

@@ -83,7 +83,12 @@ def test_a_broken_edit_keeps_the_previous_inventory_and_says_where(tmp_path: Pat
     assert tags.reload_errors == 1
     (event,) = logs
     assert event["event"] == "ingest.inventory_invalid"
-    assert event["problems"] == [f"{path}:2: commissioned 'not-a-date' is not a date like 2021-08-17"]
+    assert event["problems"] == [
+        (
+            f"{path}:2: commissioned 'not-a-date' is not a date like 2021-08-17 "
+            "or an RFC 3339 timestamp like 2021-08-17T09:30:00+08:00"
+        )
+    ]
 
 
 def test_unregistered_units_are_tagged_counted_and_logged_once(tmp_path: Path) -> None:

@@ -1,0 +1,391 @@
+"""The health engine on a real fleet's awkward cases, against the real InfluxDB (and broker where it matters).
+
+Each test states its ground truth up front (the simulator's fault records, the inventory's commissioning
+time, the readings it stored) and checks what the engine stored against it:
+
+- DOCS plants judged on their own measurements (one plant per DOCS fault kind, through broker + ingester);
+- a unit commissioned mid-range (RFC 3339 timestamp), a bare date at local midnight of its province,
+  a unit that never connected, a silent unit due for service;
+- a backlog arriving while the engine runs: no transition that never happened;
+- a write failure (through the fault proxy): the next cycle writes what was lost;
+- a fault inside a late upload: notified once, as history, on MQTT and at a webhook; not after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from core.errors import SinkError
+from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
+from fleetsim.faults import DOCS_KINDS, UnitState, healthy_reading
+from fleetsim.simulator import FleetPublisher, Simulator, units_from_inventory
+from health.alerts import Alerter
+from health.engine import HealthEngine
+from health.rules import availability
+from health.status import stored_status
+from health.uptime import uptime_rows
+from ingest.decode import Decoder, Inbound
+from store.lineproto import LineBuilder
+from store.writer import InfluxSink, V1Transport, make_transport
+from tests.integration.test_faults import FaultProxy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from pathlib import Path
+
+    from devices.inventory import Unit
+    from store.reader import InfluxQL
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 60_000
+DOCS_REASON = {
+    "product_flow_loss": "product_flow_low",
+    "product_pressure_loss": "product_pressure_low",
+    "compressor_overheat": "compressor_overheating",
+    "wet_air": "dew_point_high",
+}
+
+
+def _store(sink: InfluxSink, unit: Unit, times: Iterable[int], **override: Any) -> int:
+    """Readings of a healthy simulated unit at ``times`` (with ``override``), stored as the ingester does."""
+    state = UnitState(unit.unit_id, unit.kind, unit.spec, purity_base=93.5, run_hours=100.0)
+    rng = random.Random(unit.unit_id)
+    builder, decoder = LineBuilder(), Decoder(check_time=False)
+    lines = []
+    for t in times:
+        reading = {**healthy_reading(state, t, rng, unit.spec.report_interval_s), **override}
+        payload = json.dumps(reading).encode()
+        out = decoder.decode(Inbound(f"oxygen/{unit.kind}/{unit.unit_id}/telemetry", payload, 0))
+        assert not out.rejections, out.rejections
+        lines += [builder.telemetry(r) for r in out.readings]
+    assert sink.write(lines).rejected == {}
+    return len(lines)
+
+
+def _late_marker(sink: InfluxSink, unit: Unit, from_ms: int, to_ms: int, count: int, at_ms: int) -> None:
+    """The ingester's late_data marker for an upload received at ``at_ms``."""
+    sink.write([LineBuilder().late_data(unit.kind, unit.unit_id, from_ms, to_ms, count, at_ms * 1_000_000)])
+
+
+def _inventory(tmp_path: Path, units: Iterable[Unit]) -> Path:
+    path = tmp_path / "inventory.csv"
+    path.write_text(write_inventory(units))
+    return path
+
+
+def _events(influx: InfluxQL, unit_id: str, start: int, end: int) -> list[dict[str, Any]]:
+    return influx.rows(
+        f"SELECT * FROM unit_event WHERE unit_id = '{unit_id}' AND time >= {start}ms AND time < {end}ms"
+    )
+
+
+def test_docs_plants_are_judged_on_their_own_measurements(
+    start_ingester, influx, prefix, settings_for, tmp_path: Path, wait_for
+) -> None:
+    """Four DOCS plants, one fault kind each (purity, delivered flow and power stay fine): each is caught."""
+    rng = random.Random(7)
+    inventory = load_inventory(SAMPLE_INVENTORY)
+    units = [u for u in units_from_inventory(inventory, 5, rng) if u.kind == "docs"][:4]
+    assert len(units) == 4
+    path = _inventory(tmp_path, (inventory.units[u.unit_id] for u in units))
+    start_ingester(inventory_file=path)
+    settings = settings_for("docs-pub")
+    publisher = FleetPublisher(settings.mqtt.host, settings.mqtt.port)
+    sim = Simulator(
+        units,
+        publisher,
+        seed=7,
+        duration_s=12,
+        speed=600,
+        fault_share=1.0,
+        fault_kinds=DOCS_KINDS,
+        malformed_share=0.0,
+        prefix=prefix,
+    )
+    summary = sim.run(threading.Event())
+    publisher.close()
+    wait_for(
+        lambda: (
+            (influx.rows("SELECT count(seq) FROM telemetry") or [{"count": 0}])[0]["count"]
+            == summary.readings_published
+        ),
+        timeout=60,
+    )
+    faults = {f.unit_id: f.record() for f in sim.faults}
+    assert {f["fault"] for f in faults.values()} == {k.value for k in DOCS_KINDS}
+    start = sim.sim_start_ms - sim.sim_start_ms % MINUTE + MINUTE
+    end = sim.sim_end_ms - sim.sim_end_ms % MINUTE
+    sink = InfluxSink(make_transport(settings.influx))
+    engine = HealthEngine(influx, sink, path)
+    engine.evaluate_range(start, end)
+    rows = {r["unit_id"]: r for r in uptime_rows(influx, start, end)}
+    for unit in units:
+        fault = faults[unit.unit_id]
+        events = _events(influx, unit.unit_id, start, end)
+        raised = [e for e in events if e["to"] == "underperforming"]
+        assert raised and raised[0]["reason"] == DOCS_REASON[fault["fault"]], (fault, events)
+        assert abs(raised[0]["time"] - fault["start_ms"]) <= unit.spec.report_interval_s * 1000 + 1000
+        cleared = [e for e in events if e["to"] == "in_spec"]
+        assert (
+            cleared and abs(cleared[0]["time"] - fault["end_ms"]) <= unit.spec.report_interval_s * 1000 + 1000
+        )
+        bad = (min(fault["end_ms"], end) - max(fault["start_ms"], start)) / 1000
+        expected = {"in_spec": (end - start) / 1000 - bad, "underperforming": bad}
+        measured = {s: float(rows[unit.unit_id][s] or 0) for s in ("in_spec", "underperforming", "no_data")}
+        assert availability(measured) == pytest.approx(availability(expected), abs=0.005), (fault, measured)
+    sink.close()
+
+
+def test_commissioning_never_connected_and_silence(influx, settings_for, tmp_path: Path) -> None:
+    """Nothing booked before commissioning (a timestamp, or a bare date at local midnight of the province);
+    a unit that never reported is never_connected, not no_data; a silent unit keeps its maintenance flag
+    and its last reading."""
+    now = time.time_ns() // 1_000_000
+    # The latest midnight in Papua (WIT, UTC+9) at least an hour ago: the range is the two hours around it.
+    wit = timedelta(hours=9)
+    local = datetime.fromtimestamp((now - 3600_000) / 1000, tz=UTC) + wit
+    midnight = int((local.replace(hour=0, minute=0, second=0, microsecond=0) - wit).timestamp() * 1000)
+    start, end = midnight - 60 * MINUTE, midnight + 60 * MINUTE
+    sample = load_inventory(SAMPLE_INVENTORY).units
+    base = sample["OC-JKT-00001"]
+    day = (datetime.fromtimestamp(midnight / 1000, tz=UTC) + wit).date()
+    mid = datetime.fromtimestamp((start + 30 * MINUTE) / 1000, tz=UTC).astimezone(
+        timezone(timedelta(hours=8))
+    )
+    units = {
+        # commissioned 30 minutes into the range, written as an RFC 3339 timestamp at WITA
+        "late": base.__class__(**{**_fields(base), "unit_id": "T-LATE", "commissioned": mid}),
+        # commissioned "today" in Papua: local midnight there, two hours before midnight in Jakarta
+        "papua": base.__class__(
+            **{**_fields(base), "unit_id": "T-PAPUA", "province": "Papua", "commissioned": day}
+        ),
+        "jakarta": base.__class__(**{**_fields(base), "unit_id": "T-JKT", "commissioned": day}),
+        "never": base.__class__(**{**_fields(base), "unit_id": "T-NEVER"}),
+        "silent": base.__class__(**{**_fields(base), "unit_id": "T-SILENT", "last_service_run_hours": 0.0}),
+    }
+    path = _inventory(tmp_path, units.values())
+    reloaded = load_inventory(path).units
+    assert reloaded["T-LATE"].commissioned_ms == start + 30 * MINUTE
+    assert reloaded["T-PAPUA"].commissioned_ms == midnight
+    assert reloaded["T-JKT"].commissioned_ms == midnight + 2 * 3600_000
+    sink = InfluxSink(make_transport(settings_for("comm").influx))
+    every = range(start - 30 * MINUTE, end, 10_000)
+    for key in ("late", "papua", "jakarta"):
+        _store(sink, units[key], every)  # readings before commissioning too (factory tests)
+    last_silent = start + 20 * MINUTE - 10_000
+    _store(sink, units["silent"], range(start - 30 * MINUTE, last_silent + 1, 10_000), run_hours=12_000.0)
+    engine = HealthEngine(influx, sink, path)
+    engine.evaluate_range(start, end)
+
+    def first_minute(unit_id: str) -> int | None:
+        rows = influx.rows(f"SELECT first(state) FROM unit_state WHERE unit_id = '{unit_id}'")
+        return rows[0]["time"] if rows else None
+
+    assert first_minute("T-LATE") == start + 30 * MINUTE
+    assert first_minute("T-PAPUA") == midnight
+    assert first_minute("T-JKT") is None  # its midnight is after the range
+    rows = {r["unit_id"]: r for r in uptime_rows(influx, start, end)}
+    assert rows["T-LATE"]["in_spec"] == pytest.approx(90 * 60, abs=1)  # from commissioning to the end
+    assert not rows["T-LATE"]["no_data"]
+    assert rows["T-NEVER"]["never_connected"] == pytest.approx(120 * 60, abs=1)
+    assert not rows["T-NEVER"]["no_data"]
+    assert availability({s: rows["T-NEVER"][s] or 0.0 for s in ("in_spec", "no_data")}) is None
+    assert _events(influx, "T-NEVER", start, end) == []
+    assert _events(influx, "T-LATE", start, end) == []  # commissioning is not a transition
+    # Silence: no_data from its next due report on, with maintenance still due on every silent minute.
+    silent = influx.rows(
+        f"SELECT maintenance_due, state FROM unit_state WHERE unit_id = 'T-SILENT' AND time >= {last_silent + 2 * MINUTE}ms"
+    )
+    assert silent and all(r["state"] == "no_data" and r["maintenance_due"] for r in silent)
+    # A live cycle after the range: status (as stored) keeps the last reading and the flag.
+    engine.clock = lambda: (end + 5 * MINUTE) / 1000
+    engine.cycle()
+    status = stored_status(influx, engine.inventory, end + 5 * MINUTE)
+    assert status["T-SILENT"].last_reading_ms == last_silent
+    assert status["T-SILENT"].maintenance_due and status["T-SILENT"].condition.state == "no_data"
+    assert status["T-NEVER"].condition.state == "never_connected"
+    assert status["T-NEVER"].last_reading_ms is None
+    sink.close()
+
+
+def _fields(unit: Unit) -> dict[str, Any]:
+    return {name: getattr(unit, name) for name in unit.__dataclass_fields__}
+
+
+def _fleet(tmp_path: Path, n: int) -> tuple[Path, list[Unit]]:
+    sample = load_inventory(SAMPLE_INVENTORY).units
+    units = [sample[f"OC-JKT-{i:05d}"] for i in range(1, n + 1)]
+    return _inventory(tmp_path, units), units
+
+
+def test_a_backlog_arriving_while_the_engine_runs_makes_no_phantom_transitions(
+    influx, settings_for, tmp_path: Path
+) -> None:
+    """The ingester was away 25 minutes; the engine, running, saw silence; then the backlog arrives.
+
+    Ground truth: every unit was in spec all along, so no unit_event at all may remain (neither the
+    in_spec -> no_data seen live nor a no_data -> in_spec at the window's start), and no no_data time.
+    """
+    path, units = _fleet(tmp_path, 3)
+    sink = InfluxSink(make_transport(settings_for("backlog").influx))
+    now = time.time_ns() // 1_000_000
+    t0 = now - 2 * 3600_000
+    t0 -= t0 % MINUTE
+    for unit in units:
+        _store(sink, unit, range(t0 - 30 * MINUTE, t0, 10_000))
+    clock = [t0 / 1000]
+    engine = HealthEngine(influx, sink, path, clock=lambda: clock[0])
+    for t in range(t0, t0 + 26 * MINUTE, MINUTE):  # the engine runs through the outage
+        clock[0] = t / 1000
+        engine.cycle()
+    assert all(s.condition.state == "no_data" for s in engine.last_status.values())
+    assert all(_events(influx, u.unit_id, t0, t0 + 26 * MINUTE) for u in units)  # seen live
+    backlog = range(t0, t0 + 26 * MINUTE, 10_000)
+    for unit in units:
+        _store(sink, unit, backlog)
+        _late_marker(sink, unit, backlog[0], backlog[-1], len(backlog), t0 + 26 * MINUTE + 5_000)
+    clock[0] = (t0 + 26 * MINUTE + 15_000) / 1000
+    engine.cycle()
+    assert all(s.condition.state == "in_spec" for s in engine.last_status.values())
+    for unit in units:
+        assert _events(influx, unit.unit_id, t0 - 30 * MINUTE, t0 + 27 * MINUTE) == [], unit.unit_id
+    rows = uptime_rows(influx, t0 - 15 * MINUTE, t0 + 26 * MINUTE)
+    assert len(rows) == 3 and all(not r["no_data"] for r in rows), rows
+    sink.close()
+
+
+def test_a_failed_write_is_written_by_the_next_cycle(influx, settings_for, tmp_path: Path) -> None:
+    """InfluxDB answers 503 to one cycle's write (fault proxy): the next cycle writes everything it lost."""
+    path, units = _fleet(tmp_path, 3)
+    direct = InfluxSink(make_transport(settings_for("direct").influx))
+    now = time.time_ns() // 1_000_000
+    now -= now % MINUTE
+    for unit in units:
+        _store(direct, unit, range(now - 20 * MINUTE, now, 10_000))
+    proxy = FaultProxy(influx.url)
+    sink = InfluxSink(V1Transport(proxy.url, influx.database))
+    try:
+        clock = [now / 1000]
+        engine = HealthEngine(influx, sink, path, clock=lambda: clock[0])
+        proxy.mode = "503"
+        with pytest.raises(SinkError):
+            engine.cycle()
+        assert influx.rows("SELECT count(state) FROM unit_state") == []
+        proxy.mode = "pass"
+        clock[0] += 15
+        engine.cycle()
+    finally:
+        proxy.close()
+    # 15 complete minutes of window per unit, every one of them written, and the live status too.
+    counts = influx.rows("SELECT count(state) FROM unit_state GROUP BY unit_id")
+    assert {r["unit_id"]: r["count"] for r in counts} == {u.unit_id: 15 for u in units}
+    assert set(stored_status(influx, engine.inventory, now + 15_000)) == {u.unit_id for u in units}
+    direct.close()
+    sink.close()
+
+
+def _alert_receivers(settings: Any, prefix: str) -> tuple[list[Any], list[Any], Alerter, Callable[[], None]]:
+    """An alerter to the real broker and a local webhook, with what each received."""
+    posts: list[dict[str, Any]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    received: list[dict[str, Any]] = []
+    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    subscriber.on_subscribe = lambda *_a: subscribed.set()
+    subscriber.on_message = lambda _c, _u, m: received.append(json.loads(m.payload))
+    subscriber.on_connect = lambda c, *_a: c.subscribe(f"{prefix}-alerts/#", qos=1)
+    subscriber.connect(settings.mqtt.host, settings.mqtt.port)
+    subscriber.loop_start()
+    assert subscribed.wait(10)
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sender.connect(settings.mqtt.host, settings.mqtt.port)
+    sender.loop_start()
+    alerter = Alerter(
+        sender, [f"http://127.0.0.1:{server.server_address[1]}/hook"], topic_prefix=f"{prefix}-alerts"
+    )
+
+    def close() -> None:
+        server.shutdown()
+        server.server_close()
+        for client in (subscriber, sender):
+            client.disconnect()
+            client.loop_stop()
+
+    return posts, received, alerter, close
+
+
+def test_a_fault_inside_a_late_upload_is_notified_once_as_history(
+    influx, settings_for, prefix, tmp_path: Path, wait_for
+) -> None:
+    """A unit offline for an hour uploads its buffer: 15 minutes of it below 82 % purity.
+
+    One `history` alert (MQTT and webhook) with the fault's start, end and reason; none on the next
+    cycles, and none from a restarted engine that reads the same upload again.
+    """
+    path, units = _fleet(tmp_path, 1)
+    unit = units[0]
+    settings = settings_for("history")
+    sink = InfluxSink(make_transport(settings.influx))
+    now = time.time_ns() // 1_000_000
+    t0 = now - 3 * 3600_000
+    t0 -= t0 % MINUTE
+    _store(sink, unit, range(t0 - 30 * MINUTE, t0, 10_000))
+    posts, received, alerter, close = _alert_receivers(settings, prefix)
+    clock = [t0 / 1000]
+
+    def engine() -> HealthEngine:
+        return HealthEngine(
+            influx, sink, path, clock=lambda: clock[0], on_change=alerter.notify, on_history=alerter.history
+        )
+
+    first = engine()
+    for t in range(t0, t0 + 60 * MINUTE + 1, 5 * MINUTE):  # offline: the engine sees silence
+        clock[0] = t / 1000
+        first.cycle()
+    fault_start, fault_end = t0 + 20 * MINUTE, t0 + 35 * MINUTE
+    upload = range(t0, t0 + 60 * MINUTE, 10_000)
+    _store(sink, unit, [t for t in upload if not fault_start <= t < fault_end])
+    _store(sink, unit, [t for t in upload if fault_start <= t < fault_end], purity_pct=79.0)
+    _late_marker(sink, unit, upload[0], upload[-1], len(upload), t0 + 60 * MINUTE + 5_000)
+    for t in (t0 + 60 * MINUTE + 15_000, t0 + 61 * MINUTE):
+        clock[0] = t / 1000
+        first.cycle()
+    clock[0] = (t0 + 62 * MINUTE) / 1000
+    engine().cycle()  # a restart reads the same late upload again
+    wait_for(lambda: len(posts) == len(received) == alerter.published, timeout=10)
+    alerter.close()
+    history = [a for a in received if a["event"] == "history"]
+    assert [a for a in posts if a["event"] == "history"] == history
+    assert len(history) == 1, received
+    (alert,) = history
+    assert (alert["unit_id"], alert["state"], alert["reason"]) == (
+        unit.unit_id,
+        "underperforming",
+        "purity_critical",
+    )
+    assert abs(datetime.fromisoformat(alert["start"]).timestamp() * 1000 - fault_start) <= 10_000
+    assert abs(datetime.fromisoformat(alert["end"]).timestamp() * 1000 - fault_end) <= 10_000
+    close()
+    sink.close()
