@@ -78,8 +78,10 @@ def test_a_broken_edit_is_reported_once_and_the_previous_inventory_stays(tmp_pat
             assert watcher.refresh() is False
     assert [e["event"] for e in logs] == ["health.inventory_invalid"]
     assert logs[0]["problems"] == [
-        f"{path}:2: commissioned 'not-a-date' is not a date like 2021-08-17 "
-        "or an RFC 3339 timestamp like 2021-08-17T09:30:00+08:00"
+        (
+            f"{path}:2: commissioned 'not-a-date' is not a date like 2021-08-17 "
+            "or an RFC 3339 timestamp like 2021-08-17T09:30:00+08:00"
+        )
     ]
     assert watcher.inventory.units["OC-1"].hospital == "RS Lama"
     path.unlink()
