@@ -440,38 +440,3 @@ class MqttSource:
             log.warning(
                 "ingest.mqtt_stop_timeout", timeout_s=timeout_s, note="messages not acked are redelivered"
             )
-
-
-def probe_broker(settings: MqttSettings, timeout: float = 5.0) -> str | None:
-    """Connect once with a throwaway clean session; return None when fine, else what is wrong."""
-    client = make_client(
-        settings,
-        f"{settings.client_id}-check-{time.time_ns() % 1_000_000}",
-        persistent=False,
-        manual_ack=False,
-    )
-    result: dict[str, str | None] = {}
-    done = threading.Event()
-
-    def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
-        result["error"] = None if not reason.is_failure else f"broker refused the connection: {reason}"
-        done.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(
-            settings.host,
-            settings.port,
-            keepalive=10,
-            properties=connect_properties(settings, persistent=False),
-        )
-    except (OSError, ValueError) as exc:
-        return f"cannot reach broker at {settings.host}:{settings.port}: {exc}"
-    client.loop_start()
-    try:
-        if not done.wait(timeout):
-            return f"no CONNACK from {settings.host}:{settings.port} within {timeout:g} s"
-        return result.get("error")
-    finally:
-        client.disconnect()
-        client.loop_stop()
