@@ -22,10 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import struct
 import time
 from dataclasses import dataclass
 from typing import Final, Literal
+
+from fleetsim.loadgen import connect_packet, publish_packet
 
 __all__ = ["AckCounter", "EncodedStream", "encode_stream", "publish"]
 
@@ -37,31 +38,6 @@ _PAYLOAD: Final = (
     b'"temp_c":36.5,"running":true,"power":"mains"}'
 )
 _PUBACK: Final = 0x40
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _string(s: bytes) -> bytes:
-    return struct.pack("!H", len(s)) + s
-
-
-def connect_packet(client_id: str, keepalive: int = 60) -> bytes:
-    """MQTT 3.1.1 CONNECT with a clean session: a publisher needs no session."""
-    body = _string(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", keepalive) + _string(client_id.encode())
-    return b"\x10" + _varint(len(body)) + body
-
-
-def publish_packet(topic: bytes, payload: bytes, qos: int, packet_id: int) -> bytes:
-    """One PUBLISH; ``packet_id`` is ignored at QoS 0."""
-    variable = _string(topic) + (struct.pack("!H", packet_id) if qos else b"")
-    return bytes([0x30 | (qos << 1)]) + _varint(len(variable) + len(payload)) + variable + payload
 
 
 def unit_name(index: int) -> str:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["LoadResult", "run_load"]
+__all__ = ["LoadResult", "connect_packet", "publish_packet", "run_load"]
 
 _CHUNK: Final = 256
 _MAX_IN_FLIGHT: Final = 2000
@@ -38,7 +38,10 @@ def _string(s: bytes) -> bytes:
     return struct.pack("!H", len(s)) + s
 
 
-def _connect_packet(client_id: str, username: str | None, password: str | None, keepalive: int = 60) -> bytes:
+def connect_packet(
+    client_id: str, username: str | None = None, password: str | None = None, keepalive: int = 60
+) -> bytes:
+    """MQTT 3.1.1 CONNECT with a clean session (a publisher needs no session); shared with bench/."""
     flags = 0x02  # clean session: a load generator needs no session
     payload = _string(client_id.encode())
     if username is not None:
@@ -52,7 +55,8 @@ def _connect_packet(client_id: str, username: str | None, password: str | None, 
     return b"\x10" + _varint(len(body)) + body
 
 
-def _publish_packet(topic: bytes, payload: bytes, qos: int, packet_id: int) -> bytes:
+def publish_packet(topic: bytes, payload: bytes, qos: int, packet_id: int) -> bytes:
+    """One PUBLISH; ``packet_id`` is ignored at QoS 0."""
     variable = _string(topic) + (struct.pack("!H", packet_id) if qos else b"")
     return bytes([0x30 | (qos << 1)]) + _varint(len(variable) + len(payload)) + variable + payload
 
@@ -95,7 +99,7 @@ def _open(job: _Job, client_id: str) -> socket.socket:
     if job.tls:
         context = ssl.create_default_context(cafile=job.ca_file)
         sock = context.wrap_socket(sock, server_hostname=job.host)
-    sock.sendall(_connect_packet(client_id, job.username, job.password))
+    sock.sendall(connect_packet(client_id, job.username, job.password))
     connack = sock.recv(4)
     if len(connack) < 4 or connack[0] != 0x20 or connack[3] != 0:
         code = connack[3] if len(connack) >= 4 else "none"
@@ -149,7 +153,7 @@ def _worker(job: _Job) -> tuple[float, float]:  # noqa: C901, PLR0915 - connect,
                 ts = job.base_ts + index
             if job.qos:
                 in_flight.acquire()
-            packets.append(_publish_packet(topics[unit], template % (ts, index), job.qos, k % 65535 + 1))
+            packets.append(publish_packet(topics[unit], template % (ts, index), job.qos, k % 65535 + 1))
         sock.sendall(b"".join(packets))
         sent += n
         if job.rate:
