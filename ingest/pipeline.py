@@ -47,6 +47,7 @@ _RATE_WINDOW_S = 10.0
 # stored ``oxyfleet_ingest`` series). 8,640 points are a day at the default 10 s interval, ~10 MB at most.
 _STATS_KEPT = 8_640
 _STATS_HEADROOM = 1 << 20  # at a stop they may go past a full spool's bound by this much (spool.put)
+_IDLE_CUT_S = 0.05  # a batch is written when nothing arrived for this long (see _collect)
 
 
 class Source(Protocol):
@@ -76,6 +77,16 @@ class StoppedError(Exception):
 class _Origin:
     message: Inbound
     unit_id: str | None
+
+
+@dataclass(slots=True)
+class _Late:
+    """Late readings of one unit in one batch: the first message with one, and their time range."""
+
+    first: Inbound
+    from_ms: int
+    to_ms: int
+    count: int
 
 
 class Pipeline:
@@ -144,17 +155,29 @@ class Pipeline:
             self.write_stats()
 
     def _collect(self, stop: threading.Event) -> list[Inbound]:
+        """A batch: full (count or payload bytes), as old as ``batch_age_s``, or nothing new for a while.
+
+        The idle cut matters with brokers that send few unacknowledged messages at a time (Mosquitto's
+        default max_inflight_messages is 20 for MQTT 3.1.1): they wait for our acks, so waiting for
+        more would only wait out the batch age, once per handful of messages.
+        """
         batch = self.source.take(self.buffer.batch_size, 0.2)
         if not batch:
             return []
         self._oldest_pending_ns = batch[0].received_ns
         deadline = self.clock() + self.buffer.batch_age_s
         size = self.buffer.batch_size
-        while len(batch) < size and not stop.is_set():
+        budget = self.buffer.max_bytes
+        held = sum([len(m.payload) for m in batch])
+        while len(batch) < size and held < budget and not stop.is_set():
             remaining = deadline - self.clock()
             if remaining <= 0:
                 break
-            batch.extend(self.source.take(size - len(batch), min(remaining, 0.2)))
+            more = self.source.take(size - len(batch), min(remaining, _IDLE_CUT_S))
+            if not more:
+                break
+            batch.extend(more)
+            held += sum([len(m.payload) for m in more])
         return batch
 
     # --- one batch -----------------------------------------------------------------------------------
@@ -178,38 +201,44 @@ class Pipeline:
             )
 
     def _lines(self, batch: list[Inbound]) -> tuple[list[str], list[_Origin], list[Rejection]]:
-        """Data lines of a batch (telemetry, late-data markers, connection events) with their origins."""
+        """Data lines of a batch (telemetry, late-data markers, connection events) with their origins.
+
+        Late readings give one ``late_data`` marker per unit per batch, not one per message: on a
+        backlog drain every reading is late, and a marker per message doubled the points written
+        (issue 16: 2.05 points per reading).
+        """
         lines: list[str] = []
         origins: list[_Origin] = []
         rejections: list[Rejection] = []
+        late: dict[tuple[str, str], _Late] = {}
+        telemetry = self.builder.telemetry
         for msg in batch:
             decoded = self.decode(msg)
             self.stats.unknown_fields += decoded.unknown_fields
-            late_ts: list[int] = []
             late_before_ms = msg.received_ns // 1_000_000 - LATE_AFTER_MS
             for item in decoded.readings:
-                lines.append(self.builder.telemetry(item))
+                lines.append(telemetry(item))
                 origins.append(_Origin(msg, item.unit_id))
-                if item.reading.ts < late_before_ms:
-                    late_ts.append(item.reading.ts)
-            if late_ts:
-                first = decoded.readings[0]
-                lines.append(
-                    self.builder.late_data(
-                        first.kind,
-                        first.unit_id,
-                        min(late_ts),
-                        max(late_ts),
-                        len(late_ts),
-                        msg.received_ns,
-                        msg.payload,  # keys the marker: a redelivery overwrites it (issue 19)
-                    )
-                )
-                origins.append(_Origin(msg, first.unit_id))
+                ts = item.reading.ts
+                if ts < late_before_ms:
+                    span = late.get((item.kind, item.unit_id))
+                    if span is None:
+                        late[item.kind, item.unit_id] = _Late(msg, ts, ts, 1)
+                    else:
+                        span.from_ms = min(span.from_ms, ts)
+                        span.to_ms = max(span.to_ms, ts)
+                        span.count += 1
             for change in decoded.connections:
                 lines.append(self.builder.connection(change))
                 origins.append(_Origin(msg, change.unit_id))
             rejections.extend(decoded.rejections)
+        for (kind, unit_id), span in late.items():
+            lines.append(
+                self.builder.late_data(
+                    kind, unit_id, span.from_ms, span.to_ms, span.count, span.first.received_ns
+                )
+            )
+            origins.append(_Origin(span.first, unit_id))
         return lines, origins, rejections
 
     def handle(self, batch: list[Inbound], stop: threading.Event) -> None:

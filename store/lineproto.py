@@ -277,22 +277,16 @@ class LineBuilder:
         )
 
     def late_data(
-        self,
-        kind: str,
-        unit_id: str,
-        from_ms: int,
-        to_ms: int,
-        count: int,
-        received_ns: int,
-        key: bytes = b"",
+        self, kind: str, unit_id: str, from_ms: int, to_ms: int, count: int, received_ns: int
     ) -> str:
-        """Marks a late upload: readings of ``unit_id`` between ``from_ms`` and ``to_ms`` arrived just now.
+        """Marks a late upload: readings of ``unit_id`` from ``from_ms`` to ``to_ms`` arrived just now.
 
-        Its time is in the minute of arrival (the health engine looks for markers by arrival, and picks
-        up one stamped after its last look on its next cycle), keyed by ``key`` (the message) and the
-        range so that a redelivery overwrites it.
+        The pipeline writes one per unit per batch at most. Its time is in the minute of arrival (the
+        health engine looks for markers by arrival, widened by LATE_MARKER_WINDOW_MS) at an offset
+        derived from the readings, not from the clock: the unit and its earliest late reading. A
+        redelivery in the same minute writes the same point again (issues 16, 19).
         """
-        ts = message_ns(received_ns, key, f"{from_ms}:{to_ms}:{count}")
+        ts = message_ns(received_ns, kind, unit_id, str(from_ms))
         return (
             f"{self._series(Measurement.LATE_DATA, kind, unit_id, to_ms)} {LateField.FROM_MS}={from_ms}i,"
             f"{LateField.TO_MS}={to_ms}i,{LateField.COUNT}={count}i {ts}"
