@@ -348,3 +348,31 @@ def test_stats_points_of_an_outage_are_kept_with_their_times_and_written_afterwa
     assert times == sorted(times)  # original times, in order
     assert "spool_batches=0i" in stats[0]
     assert "spool_batches=1i" in stats[2]
+
+
+def late_msg(i: int, unit: str, readings: list[int]) -> Inbound:
+    body = json.dumps({"readings": [{"ts": ts, "purity_pct": 93.0} for ts in readings]}).encode()
+    return Inbound(f"oxygen/concentrator/{unit}/telemetry", body, NOW_MS * 1_000_000 + i, 1, False, i)
+
+
+def test_a_backlog_gets_one_late_marker_per_unit_per_batch_and_a_redelivery_overwrites_it() -> None:
+    hour_ago = NOW_MS - 3600_000
+    batch = [late_msg(i, f"U{i % 3}", [hour_ago + 10 * i, hour_ago + 10 * i + 1]) for i in range(30)]
+    batch.append(msg(30))  # a fresh reading: no marker for it
+    first, second = RecordingTransport(), RecordingTransport()
+    for transport in (first, second):  # the same batch again: a redelivery after a crash before the ack
+        source = FakeSource(list(batch))
+        run_until_drained(make(source, transport), source)
+    markers = [line for line in first.lines if line.startswith("late_data,")]
+    assert len(markers) == 3  # 30 messages, 60 late readings, 3 units
+    by_unit = {line.split("unit_id=")[1].split(",")[0].split(" ")[0]: line for line in markers}
+    assert set(by_unit) == {"U0", "U1", "U2"}
+    assert "from_ms=%di,to_ms=%di,count=20i" % (hour_ago, hour_ago + 271) in by_unit["U0"]
+    telemetry = [line for line in first.lines if line.startswith("telemetry,")]
+    assert len(telemetry) == 61
+    # Same series and time on redelivery (InfluxDB overwrites), and in the minute of arrival.
+    assert sorted(markers) == sorted(line for line in second.lines if line.startswith("late_data,"))
+    for line in markers:
+        ts = int(line.rsplit(" ", 1)[1])
+        assert NOW_MS * 1_000_000 - (NOW_MS * 1_000_000) % 60_000_000_000 <= ts
+        assert ts < NOW_MS * 1_000_000 - (NOW_MS * 1_000_000) % 60_000_000_000 + 60_000_000_000
