@@ -27,7 +27,7 @@ import structlog
 from core.errors import SinkError, SinkFatalError, SinkRetryableError, SourceAuthError
 from ingest.decode import Decoded, Decoder, Inbound, Reason, Rejection
 from ingest.stats import Stats
-from store.schema import LATE_AFTER_MS
+from store.schema import LATE_AFTER_MS, LATE_MARKER_WINDOW_MS
 from store.writer import InfluxSink, WriteReport
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ _RATE_WINDOW_S = 10.0
 # stored ``oxyfleet_ingest`` series). 8,640 points are a day at the default 10 s interval, ~10 MB at most.
 _STATS_KEPT = 8_640
 _STATS_HEADROOM = 1 << 20  # at a stop they may go past a full spool's bound by this much (spool.put)
+_LATE_WINDOW_NS = LATE_MARKER_WINDOW_MS * 1_000_000
+_LATE_MARKED_MAX = 200_000  # units remembered for late markers (a few MB)
 _IDLE_CUT_S = 0.05  # a batch is written when nothing arrived for this long (see _collect)
 
 
@@ -126,6 +128,8 @@ class Pipeline:
         self._unwritable: str | None = None  # why InfluxDB cannot be written right now (for /healthz)
         self._stats_pending: deque[str] = deque(maxlen=_STATS_KEPT)
         self._next_stats = clock() + stats_interval_s
+        # (kind, unit) -> (minute of arrival, from_ms) of the last late_data marker written
+        self._late_marked: dict[tuple[str, str], tuple[int, int]] = {}
 
     # --- loop ----------------------------------------------------------------------------------------
 
@@ -203,9 +207,12 @@ class Pipeline:
     def _lines(self, batch: list[Inbound]) -> tuple[list[str], list[_Origin], list[Rejection]]:
         """Data lines of a batch (telemetry, late-data markers, connection events) with their origins.
 
-        Late readings give one ``late_data`` marker per unit per batch, not one per message: on a
-        backlog drain every reading is late, and a marker per message doubled the points written
-        (issue 16: 2.05 points per reading).
+        Late readings give at most one ``late_data`` marker per unit per batch, and none when this
+        minute's marker of the unit already starts at or before them: on a backlog drain every reading is
+        late, and a marker per message doubled the points written (issue 16: 2.05 points per reading).
+        The health engine reads a marker's unit and ``from_ms`` and re-reads that unit whole, and it
+        looks a marker window back (store.schema.LATE_MARKER_WINDOW_MS), so it still sees the marker
+        after readings that arrive later in the same minute.
         """
         lines: list[str] = []
         origins: list[_Origin] = []
@@ -232,13 +239,21 @@ class Pipeline:
                 lines.append(self.builder.connection(change))
                 origins.append(_Origin(msg, change.unit_id))
             rejections.extend(decoded.rejections)
+        marked = self._late_marked
         for (kind, unit_id), span in late.items():
+            window = span.first.received_ns // _LATE_WINDOW_NS
+            seen = marked.get((kind, unit_id))
+            if seen is not None and seen[0] == window and seen[1] <= span.from_ms:
+                continue  # this minute's marker already covers these readings (the engine reads from_ms)
+            marked[kind, unit_id] = (window, span.from_ms)
             lines.append(
                 self.builder.late_data(
                     kind, unit_id, span.from_ms, span.to_ms, span.count, span.first.received_ns
                 )
             )
             origins.append(_Origin(span.first, unit_id))
+        if len(marked) > _LATE_MARKED_MAX:
+            marked.clear()  # a bound, not a cache policy: at worst one more marker per unit
         return lines, origins, rejections
 
     def handle(self, batch: list[Inbound], stop: threading.Event) -> None:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
 from store.schema import (
+    LATE_MARKER_WINDOW_MS,
     UNIT_TAGS,
     UNREGISTERED,
     ConnectionField,
@@ -63,7 +64,7 @@ _ALARM_COUNT: Final = str(TelemetryField.ALARM_COUNT)
 # Records without a device time are placed in the minute they were received (issue 19). A redelivery
 # within that minute - the usual case: a restart takes seconds - overwrites the first copy; one that
 # arrives in a later minute adds one point. The receive time itself stays in a field where it matters.
-KEY_WINDOW_NS: Final = 60 * 1_000_000_000
+KEY_WINDOW_NS: Final = LATE_MARKER_WINDOW_MS * 1_000_000  # one minute, the window the health engine widens by
 MAX_STORED_PAYLOAD: Final = 1024
 
 _TAG_ESCAPES: Final = str.maketrans(

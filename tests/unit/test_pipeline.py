@@ -367,12 +367,31 @@ def test_a_backlog_gets_one_late_marker_per_unit_per_batch_and_a_redelivery_over
     assert len(markers) == 3  # 30 messages, 60 late readings, 3 units
     by_unit = {line.split("unit_id=")[1].split(",")[0].split(" ")[0]: line for line in markers}
     assert set(by_unit) == {"U0", "U1", "U2"}
-    assert "from_ms=%di,to_ms=%di,count=20i" % (hour_ago, hour_ago + 271) in by_unit["U0"]
+    assert f"from_ms={hour_ago}i,to_ms={hour_ago + 271}i,count=20i" in by_unit["U0"]
     telemetry = [line for line in first.lines if line.startswith("telemetry,")]
     assert len(telemetry) == 61
     # Same series and time on redelivery (InfluxDB overwrites), and in the minute of arrival.
     assert sorted(markers) == sorted(line for line in second.lines if line.startswith("late_data,"))
+    minute_ns = NOW_MS * 1_000_000 - (NOW_MS * 1_000_000) % 60_000_000_000
     for line in markers:
-        ts = int(line.rsplit(" ", 1)[1])
-        assert NOW_MS * 1_000_000 - (NOW_MS * 1_000_000) % 60_000_000_000 <= ts
-        assert ts < NOW_MS * 1_000_000 - (NOW_MS * 1_000_000) % 60_000_000_000 + 60_000_000_000
+        assert minute_ns <= int(line.rsplit(" ", 1)[1]) < minute_ns + 60_000_000_000
+
+
+def test_later_batches_of_a_drain_add_a_marker_only_when_the_unit_starts_earlier() -> None:
+    hour_ago = NOW_MS - 3600_000
+    source, transport = FakeSource([]), RecordingTransport()
+    pipeline = make(source, transport)
+    stop = threading.Event()
+    for batch in (
+        [late_msg(0, "U1", [hour_ago + 100]), late_msg(1, "U2", [hour_ago])],
+        [late_msg(2, "U1", [hour_ago + 200]), late_msg(3, "U2", [hour_ago + 5])],  # covered: none
+        [late_msg(4, "U1", [hour_ago + 50])],  # earlier than U1's marker says: a new one
+    ):
+        pipeline.handle(batch, stop)
+    markers = [line for line in transport.lines if line.startswith("late_data,")]
+    assert [m.split("from_ms=")[1].split("i")[0] for m in markers] == [
+        str(hour_ago + 100),
+        str(hour_ago),
+        str(hour_ago + 50),
+    ]
+    assert len([line for line in transport.lines if line.startswith("telemetry,")]) == 5
