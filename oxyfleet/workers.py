@@ -92,7 +92,7 @@ class Supervisor:
         """Until every worker has exited: 0 if all exited 0, else the first failure's code (or 1)."""
         failed: int | None = None
         stopping_since: float | None = None
-        while any(c.poll() is None for c in self.children):
+        while [c.poll() for c in self.children].count(None):  # poll() every child: it reaps them
             if stop.is_set() and stopping_since is None:
                 stopping_since = time.monotonic()
                 self.signal_all()
