@@ -211,3 +211,28 @@ def test_an_oversize_payload_is_held_only_as_the_prefix_the_rejected_record_stor
     decoded = Decoder(max_bytes=65_536).decode(held)
     assert [r.reason for r in decoded.rejections] == [Reason.TOO_LARGE]
     assert str(len(Message.payload)) in decoded.rejections[0].detail
+
+
+def test_the_read_ahead_serves_paho_small_reads_from_one_socket_read_and_reports_what_it_holds() -> None:
+    import socket
+
+    from ingest.source_mqtt import ReadAheadSocket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    wrapped = ReadAheadSocket(a)
+    b.sendall(b"\x30\x05hello" + b"\x30\x02hi")
+    assert wrapped.recv(1) == b"\x30"
+    assert (wrapped.reads, wrapped.pending()) == (1, 10)  # the rest is read ahead: paho skips select
+    assert wrapped.recv(1) == b"\x05"
+    assert wrapped.recv(100) == b"hello\x30\x02hi"  # a short read, as a socket may give
+    assert wrapped.pending() == 0
+    try:
+        wrapped.recv(1)
+        raise AssertionError("an empty non-blocking socket must raise BlockingIOError, as paho expects")
+    except BlockingIOError:
+        pass
+    assert wrapped.fileno() == a.fileno()  # everything else is the socket's
+    b.close()
+    assert wrapped.recv(1) == b""  # end of stream reaches paho unchanged
+    a.close()
