@@ -110,6 +110,7 @@ class Rejection:
     payload: bytes
     received_ns: int
     unit_id: str | None = None
+    size: int | None = None  # of the payload on the wire, when ``payload`` is only its first bytes
 
 
 @dataclass(slots=True)
@@ -245,7 +246,7 @@ class Decoder:
 
         def reject(reason: Reason, detail: str, unit_id: str | None = None) -> Decoded:
             out.rejections.append(
-                Rejection(reason, _clip(detail), msg.topic, msg.payload, msg.received_ns, unit_id)
+                Rejection(reason, _clip(detail), msg.topic, msg.payload, msg.received_ns, unit_id, msg.size)
             )
             return out
 

@@ -154,6 +154,10 @@ class Rejection(Protocol):
     def received_ns(self) -> int: ...
     @property
     def unit_id(self) -> str | None: ...
+    @property
+    def size(self) -> int | None:
+        """The payload's size when ``payload`` holds only its first bytes (an oversize message)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +316,7 @@ class LineBuilder:
         fields = [
             f'{RejectedField.DETAIL}="{escape_field_string(rej.detail)}"',
             f'{RejectedField.PAYLOAD}="{escape_field_string(shown)}"',
-            f"{RejectedField.PAYLOAD_BYTES}={len(rej.payload)}i",
+            f"{RejectedField.PAYLOAD_BYTES}={len(rej.payload) if rej.size is None else rej.size}i",
             f'{RejectedField.RECEIVED_AT}="{received}"',
             f'{RejectedField.TOPIC}="{escape_field_string(rej.topic[:512])}"',
         ]

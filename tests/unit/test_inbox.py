@@ -211,6 +211,9 @@ def test_an_oversize_payload_is_held_only_as_the_prefix_the_rejected_record_stor
     decoded = Decoder(max_bytes=65_536).decode(held)
     assert [r.reason for r in decoded.rejections] == [Reason.TOO_LARGE]
     assert str(len(Message.payload)) in decoded.rejections[0].detail
+    from store.lineproto import LineBuilder
+
+    assert f"payload_bytes={len(Message.payload)}i" in LineBuilder().rejected(decoded.rejections[0])
 
 
 def test_the_read_ahead_serves_paho_small_reads_from_one_socket_read_and_reports_what_it_holds() -> None:
