@@ -219,7 +219,7 @@ def test_an_oversize_payload_is_held_only_as_the_prefix_the_rejected_record_stor
 def test_the_read_ahead_serves_paho_small_reads_from_one_socket_read_and_reports_what_it_holds() -> None:
     import socket
 
-    from ingest.source_mqtt import ReadAheadSocket
+    from ingest.mqtt_read import ReadAheadSocket
 
     a, b = socket.socketpair()
     a.setblocking(False)
