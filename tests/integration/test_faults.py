@@ -573,7 +573,7 @@ def test_a_full_spool_stops_acks_and_the_broker_holds_the_rest(scenario: Any) ->
 
 
 def test_two_ingesters_on_a_shared_subscription_split_the_load(scenario: Any, tmp_path: Path) -> None:
-    """Scale-out: two processes in one MQTT 5 shared-subscription group, no loss, no double counting."""
+    """Scale-out: two processes in one shared-subscription group (the default protocol), no loss, no double."""
     first, load_env = scenario(OXYFLEET_MQTT__SHARED_GROUP="oxyfleet", OXYFLEET_INSTANCE="ingest-a")
     second_env = {
         **first.env,
