@@ -226,9 +226,7 @@ class MqttSource:
         max_payload_bytes: int | None = None,
     ) -> None:
         self.settings = settings
-        self.queue = Inbox(
-            max_pending, max_pending_bytes, on_stall=self._on_stall, on_resume=self._on_resume
-        )
+        self.queue = Inbox(max_pending, max_pending_bytes, on_stall=self._on_stall, on_resume=self._on_resume)
         # Payloads above this are kept only as the prefix the rejected record stores (the decoder
         # rejects them as too_large from ``Inbound.size``); None keeps every payload whole.
         self.max_payload_bytes = max_payload_bytes
