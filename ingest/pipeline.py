@@ -49,7 +49,6 @@ _STATS_KEPT = 8_640
 _STATS_HEADROOM = 1 << 20  # at a stop they may go past a full spool's bound by this much (spool.put)
 _LATE_WINDOW_NS = LATE_MARKER_WINDOW_MS * 1_000_000
 _LATE_MARKED_MAX = 200_000  # units remembered for late markers (a few MB)
-_IDLE_CUT_S = 0.05  # a batch is written when nothing arrived for this long (see _collect)
 
 
 class Source(Protocol):
@@ -159,12 +158,7 @@ class Pipeline:
             self.write_stats()
 
     def _collect(self, stop: threading.Event) -> list[Inbound]:
-        """A batch: full (count or payload bytes), as old as ``batch_age_s``, or nothing new for a while.
-
-        The idle cut matters with brokers that send few unacknowledged messages at a time (Mosquitto's
-        default max_inflight_messages is 20 for MQTT 3.1.1): they wait for our acks, so waiting for
-        more would only wait out the batch age, once per handful of messages.
-        """
+        """A batch: full (count or payload bytes), or as old as ``batch_age_s``."""
         batch = self.source.take(self.buffer.batch_size, 0.2)
         if not batch:
             return []
@@ -177,9 +171,7 @@ class Pipeline:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 break
-            more = self.source.take(size - len(batch), min(remaining, _IDLE_CUT_S))
-            if not more:
-                break
+            more = self.source.take(size - len(batch), min(remaining, 0.2))
             batch.extend(more)
             held += sum([len(m.payload) for m in more])
         return batch
