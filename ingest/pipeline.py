@@ -127,8 +127,8 @@ class Pipeline:
         self._unwritable: str | None = None  # why InfluxDB cannot be written right now (for /healthz)
         self._stats_pending: deque[str] = deque(maxlen=_STATS_KEPT)
         self._next_stats = clock() + stats_interval_s
-        # (kind, unit) -> (minute of arrival, from_ms) of the last late_data marker written
-        self._late_marked: dict[tuple[str, str], tuple[int, int]] = {}
+        # (kind, unit) -> (minute of arrival, from_ms, to_ms, count, received_ns) of its last late marker
+        self._late_marked: dict[tuple[str, str], tuple[int, int, int, int, int]] = {}
 
     # --- loop ----------------------------------------------------------------------------------------
 
@@ -199,12 +199,13 @@ class Pipeline:
     def _lines(self, batch: list[Inbound]) -> tuple[list[str], list[_Origin], list[Rejection]]:
         """Data lines of a batch (telemetry, late-data markers, connection events) with their origins.
 
-        Late readings give at most one ``late_data`` marker per unit per batch, and none when this
-        minute's marker of the unit already starts at or before them: on a backlog drain every reading is
-        late, and a marker per message doubled the points written (issue 16: 2.05 points per reading).
-        The health engine reads a marker's unit and ``from_ms`` and re-reads that unit whole, and it
-        looks a marker window back (store.schema.LATE_MARKER_WINDOW_MS), so it still sees the marker
-        after readings that arrive later in the same minute.
+        Late readings give at most one ``late_data`` point per unit per minute of arrival unless they
+        start earlier than that point says: on a backlog drain every reading is late, and a marker per
+        message doubled the points written (issue 16: 2.05 points per reading). Later readings of the
+        unit in the same minute rewrite that point (same series and time) with the wider range, and
+        nothing when it covers them already. The health engine reads a marker's unit, ``from_ms`` and
+        ``to_ms``, and looks a marker window back (store.schema.LATE_MARKER_WINDOW_MS), so it sees the
+        rewritten point after readings that arrive later in the same minute.
         """
         lines: list[str] = []
         origins: list[_Origin] = []
@@ -234,15 +235,16 @@ class Pipeline:
         marked = self._late_marked
         for (kind, unit_id), span in late.items():
             window = span.first.received_ns // _LATE_WINDOW_NS
+            from_ms, to_ms, count, received_ns = span.from_ms, span.to_ms, span.count, span.first.received_ns
             seen = marked.get((kind, unit_id))
-            if seen is not None and seen[0] == window and seen[1] <= span.from_ms:
-                continue  # this minute's marker already covers these readings (the engine reads from_ms)
-            marked[kind, unit_id] = (window, span.from_ms)
-            lines.append(
-                self.builder.late_data(
-                    kind, unit_id, span.from_ms, span.to_ms, span.count, span.first.received_ns
-                )
-            )
+            if seen is not None and seen[0] == window and seen[1] <= from_ms:
+                if to_ms <= seen[2]:
+                    continue  # this minute's marker already covers these readings
+                # The same point again (its time is keyed by the unit and from_ms, in this minute),
+                # rewritten with the wider range: the health engine reads from_ms and to_ms.
+                from_ms, count, received_ns = seen[1], seen[3] + count, seen[4]
+            marked[kind, unit_id] = (window, from_ms, to_ms, count, received_ns)
+            lines.append(self.builder.late_data(kind, unit_id, from_ms, to_ms, count, received_ns))
             origins.append(_Origin(span.first, unit_id))
         if len(marked) > _LATE_MARKED_MAX:
             marked.clear()  # a bound, not a cache policy: at worst one more marker per unit

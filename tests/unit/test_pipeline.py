@@ -377,21 +377,29 @@ def test_a_backlog_gets_one_late_marker_per_unit_per_batch_and_a_redelivery_over
         assert minute_ns <= int(line.rsplit(" ", 1)[1]) < minute_ns + 60_000_000_000
 
 
-def test_later_batches_of_a_drain_add_a_marker_only_when_the_unit_starts_earlier() -> None:
+def test_later_batches_of_a_drain_add_a_point_only_when_the_unit_starts_earlier() -> None:
     hour_ago = NOW_MS - 3600_000
     source, transport = FakeSource([]), RecordingTransport()
     pipeline = make(source, transport)
     stop = threading.Event()
     for batch in (
         [late_msg(0, "U1", [hour_ago + 100]), late_msg(1, "U2", [hour_ago])],
-        [late_msg(2, "U1", [hour_ago + 200]), late_msg(3, "U2", [hour_ago + 5])],  # covered: none
-        [late_msg(4, "U1", [hour_ago + 50])],  # earlier than U1's marker says: a new one
+        [late_msg(2, "U1", [hour_ago + 200]), late_msg(3, "U2", [hour_ago])],  # U1 wider, U2 covered
+        [late_msg(4, "U1", [hour_ago + 50])],  # earlier than U1's marker says: a new point
     ):
         pipeline.handle(batch, stop)
     markers = [line for line in transport.lines if line.startswith("late_data,")]
-    assert [m.split("from_ms=")[1].split("i")[0] for m in markers] == [
-        str(hour_ago + 100),
-        str(hour_ago),
-        str(hour_ago + 50),
+
+    def field(line: str, name: str) -> int:
+        return int(line.split(f"{name}=", maxsplit=1)[1].split("i", maxsplit=1)[0])
+
+    assert [(field(m, "from_ms") - hour_ago, field(m, "to_ms") - hour_ago) for m in markers] == [
+        (100, 100),
+        (0, 0),
+        (100, 200),  # the same point rewritten with the wider range (the engine reads to_ms too)
+        (50, 50),
     ]
+    points = {(m.split(" ")[0], m.rsplit(" ", 1)[1]) for m in markers}
+    assert len(points) == 3  # series and time: the rewrite overwrites, only U1's earlier start adds one
+    assert markers[0].rsplit(" ", 1)[1] == markers[2].rsplit(" ", 1)[1]
     assert len([line for line in transport.lines if line.startswith("telemetry,")]) == 5
