@@ -10,8 +10,9 @@ Consumers, each in its own process, measured one after another in every run (def
 - ``node-red``: Node-RED 4.1 with node-red-contrib-influxdb (bench/nodered_flow.json: mqtt in QoS 1 ->
   json -> join 5,000 messages / 200 ms -> influxdb batch), headless, installed by this benchmark with npm
   into ``$OXYFLEET_RUN_DIR/bench-cache/`` (skipped, saying why, if that fails).
-- ``oxyfleet``: ``oxyfleet run`` as shipped (MQTT 5, manual acks after the write, spool on);
-  ``oxyfleet 3.1.1``: the same with ``OXYFLEET_MQTT__PROTOCOL=3.1.1``.
+- ``oxyfleet``: ``oxyfleet run`` as shipped (default settings: MQTT 3.1.1, manual acks after the write,
+  spool on); ``oxyfleet 5``: the same with ``OXYFLEET_MQTT__PROTOCOL=5``; ``oxyfleet w2``: ``oxyfleet
+  run --workers 2`` (two ingest processes on one shared subscription; CPU and RSS of all its processes).
 - ``oxyfleet drain``: a backlog drain. ``oxyfleet run`` subscribes (persistent session) and stops; the
   readings, all an hour old (later than the 30 s late threshold, so late markers show), are queued in
   Mosquitto; then ``oxyfleet run`` starts again and the clock runs from its start (Python start-up
@@ -44,6 +45,7 @@ marked, and the peers live in files of their own (bare_paho.py, naive_ingester.p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -91,8 +93,9 @@ CONSUMERS: Final = (
     "naive",
     "node-red",
     "oxyfleet",
-    "oxyfleet 3.1.1",
+    "oxyfleet 5",
     "oxyfleet drain",
+    "oxyfleet w2",
 )
 REFERENCE: Final = "oxyfleet"
 DASH: Final = "\u2013"  # ranges read as in the docs: 5,061\u20136,056
@@ -424,18 +427,22 @@ def subscribed(port: int) -> bool:
     """Whether the ingester behind this metrics port has its subscription (publishing earlier loses data)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
-            return 'oxyfleet_ingest_mqtt_subscribed{instance="bench"} 1' in resp.read().decode()
+            lines = resp.read().decode().splitlines()
     except OSError:
         return False
+    # instance "bench", or "bench-<i>" for the workers of `run --workers N`
+    return any(line.startswith("oxyfleet_ingest_mqtt_subscribed{") and line.endswith(" 1") for line in lines)
 
 
 class Oxyfleet(Consumer):
-    """``oxyfleet run`` as shipped, N processes (a shared subscription when N > 1)."""
+    """``oxyfleet run`` as shipped, N processes (a shared subscription when N > 1) or ``--workers N``."""
 
-    def __init__(self, protocol: str = "5", processes: int = 1) -> None:
+    def __init__(self, protocol: str | None = None, processes: int = 1, workers: int = 1) -> None:
         super().__init__()
-        self.protocol, self.processes = protocol, processes
-        self.name = REFERENCE if protocol == "5" else f"{REFERENCE} {protocol}"
+        self.protocol, self.processes, self.workers = protocol, processes, workers
+        self.name = REFERENCE if protocol is None else f"{REFERENCE} {protocol}"
+        if workers > 1:
+            self.name = f"{REFERENCE} w{workers}"
         self.spool = Path(tempfile.mkdtemp(prefix="spool-", dir=CACHE))
         self.tag = uuid.uuid4().hex[:8]
         self.startup_s = 0.0
@@ -454,7 +461,6 @@ class Oxyfleet(Consumer):
                 OXYFLEET_MQTT__PORT=str(PORT),
                 OXYFLEET_MQTT__CLIENT_ID=self.client_id(i),
                 OXYFLEET_MQTT__TOPIC_PREFIX=target.prefix,
-                OXYFLEET_MQTT__PROTOCOL=self.protocol,
                 OXYFLEET_INFLUX__URL=INFLUX,
                 OXYFLEET_INFLUX__DATABASE=target.db,
                 OXYFLEET_METRICS_PORT=str(port),
@@ -462,10 +468,22 @@ class Oxyfleet(Consumer):
                 OXYFLEET_INSTANCE="bench",
                 OXYFLEET_SPOOL__DIR=str(self.spool / str(i)),  # the spool is on, as shipped; one each
             )
-            if self.processes > 1:
+            if self.protocol is not None:
+                env["OXYFLEET_MQTT__PROTOCOL"] = self.protocol
+            if self.processes > 1 or self.workers > 1:
                 env["OXYFLEET_MQTT__SHARED_GROUP"] = "bench"
-            self.procs.append(spawn([sys.executable, "-m", "oxyfleet", "run"], env=env, cwd=ROOT))
+            workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+            self.procs.append(spawn([sys.executable, "-m", "oxyfleet", "run", *workers], env=env, cwd=ROOT))
+            ports.extend(port + w for w in range(1, self.workers))  # each worker's metrics: port + w
         return ports
+
+    def pids(self) -> list[int]:
+        """The processes, and the workers of a ``--workers`` supervisor."""
+        pids = super().pids()
+        for pid in list(pids):
+            with contextlib.suppress(OSError):
+                pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return pids
 
     def start(self, target: Target, messages: int) -> None:  # noqa: ARG002, D102
         started = time.monotonic()
@@ -480,8 +498,11 @@ class Oxyfleet(Consumer):
     def stop(self) -> None:
         """Stop, and remove the persistent sessions from the broker (abandoned ones stall its autosave)."""
         super().stop()
-        for i in range(self.processes):
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id(i), clean_session=True)
+        ids = [self.client_id(i) for i in range(self.processes)]
+        if self.workers > 1:
+            ids = [f"{self.client_id(0)}-{w}" for w in range(self.workers)]
+        for client_id in ids:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
             try:
                 client.connect(HOST, PORT)
                 client.loop(1.0)
@@ -924,8 +945,9 @@ def factories(names: Sequence[str], red_js: Path | None, processes: int) -> dict
         "paho 3.1.1": lambda: BarePaho("3.1.1"),
         "paho 5": lambda: BarePaho("5"),
         "naive": Naive,
-        "oxyfleet": lambda: Oxyfleet("5", processes),
-        "oxyfleet 3.1.1": lambda: Oxyfleet("3.1.1", processes),
+        "oxyfleet": lambda: Oxyfleet(None, processes),
+        "oxyfleet 5": lambda: Oxyfleet("5", processes),
+        "oxyfleet w2": lambda: Oxyfleet(workers=2),
     }
     if red_js is not None:
         known["node-red"] = lambda: NodeRed(red_js)

@@ -33,10 +33,17 @@ FATAL_CONNACK: Final = {
 }
 
 
-def make_client(settings: MqttSettings, client_id: str, *, persistent: bool, manual_ack: bool) -> mqtt.Client:
+def make_client(
+    settings: MqttSettings,
+    client_id: str,
+    *,
+    persistent: bool,
+    manual_ack: bool,
+    client_class: type[mqtt.Client] = mqtt.Client,
+) -> mqtt.Client:
     """A configured (not yet connected) paho client; shared by the ingester, ``check`` and the demo."""
     v5 = settings.protocol == "5"
-    client = mqtt.Client(
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,

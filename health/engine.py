@@ -46,6 +46,7 @@ from store.lineproto import line, tag_set
 from store.schema import (
     AGGREGATED,
     LATE_AFTER_MS,
+    LATE_MARKER_WINDOW_MS,
     UNIT_TAGS,
     EventField,
     HistoryField,
@@ -796,7 +797,10 @@ class HealthEngine:
             checked = int(rows[0]["time"]) if rows else now_ms - self.lookback_ms
         rows = self.reader.rows(
             f"SELECT {Tag.UNIT_ID}, {LateField.FROM_MS}, {LateField.TO_MS} FROM {Measurement.LATE_DATA} "  # noqa: S608 - constants and ints
-            f"WHERE time >= {checked}ms AND time < {now_ms}ms GROUP BY {Tag.UNIT_ID}"
+            # Widened by the marker window on both sides (store.schema.LATE_MARKER_WINDOW_MS): a marker
+            # seen twice only re-evaluates that unit again; one stamped before our last look is not missed.
+            f"WHERE time >= {checked - LATE_MARKER_WINDOW_MS}ms "
+            f"AND time < {now_ms + LATE_MARKER_WINDOW_MS}ms GROUP BY {Tag.UNIT_ID}"
         )
         work = LateWork(checked_to=now_ms)
         earliest: dict[str, int] = {}

@@ -67,6 +67,9 @@ class Inbound:
     qos: int = 0
     retain: bool = False
     ack_token: Any = None
+    # The size on the wire when ``payload`` is only the first bytes of an oversize message: the source
+    # keeps no more than the rejected record stores, so a burst of huge messages costs no memory.
+    size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,7 @@ class Rejection:
     payload: bytes
     received_ns: int
     unit_id: str | None = None
+    size: int | None = None  # of the payload on the wire, when ``payload`` is only its first bytes
 
 
 @dataclass(slots=True)
@@ -242,19 +246,16 @@ class Decoder:
 
         def reject(reason: Reason, detail: str, unit_id: str | None = None) -> Decoded:
             out.rejections.append(
-                Rejection(reason, _clip(detail), msg.topic, msg.payload, msg.received_ns, unit_id)
+                Rejection(reason, _clip(detail), msg.topic, msg.payload, msg.received_ns, unit_id, msg.size)
             )
             return out
 
         parts = parse_topic(msg.topic, self.prefix)
         if isinstance(parts, str):
             return reject(Reason.BAD_TOPIC, parts)
-        if len(msg.payload) > self.max_bytes:
-            return reject(
-                Reason.TOO_LARGE,
-                f"payload is {len(msg.payload)} bytes; limit {self.max_bytes}",
-                parts.unit_id,
-            )
+        size = len(msg.payload) if msg.size is None else msg.size
+        if size > self.max_bytes:
+            return reject(Reason.TOO_LARGE, f"payload is {size} bytes; limit {self.max_bytes}", parts.unit_id)
         if parts.channel == "status":
             text = msg.payload.strip()
             if text not in (b"online", b"offline"):

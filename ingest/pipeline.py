@@ -27,7 +27,7 @@ import structlog
 from core.errors import SinkError, SinkFatalError, SinkRetryableError, SourceAuthError
 from ingest.decode import Decoded, Decoder, Inbound, Reason, Rejection
 from ingest.stats import Stats
-from store.schema import LATE_AFTER_MS
+from store.schema import LATE_AFTER_MS, LATE_MARKER_WINDOW_MS
 from store.writer import InfluxSink, WriteReport
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ _RATE_WINDOW_S = 10.0
 # stored ``oxyfleet_ingest`` series). 8,640 points are a day at the default 10 s interval, ~10 MB at most.
 _STATS_KEPT = 8_640
 _STATS_HEADROOM = 1 << 20  # at a stop they may go past a full spool's bound by this much (spool.put)
+_LATE_WINDOW_NS = LATE_MARKER_WINDOW_MS * 1_000_000
+_LATE_MARKED_MAX = 200_000  # units remembered for late markers (a few MB)
 
 
 class Source(Protocol):
@@ -76,6 +78,16 @@ class StoppedError(Exception):
 class _Origin:
     message: Inbound
     unit_id: str | None
+
+
+@dataclass(slots=True)
+class _Late:
+    """Late readings of one unit in one batch: the first message with one, and their time range."""
+
+    first: Inbound
+    from_ms: int
+    to_ms: int
+    count: int
 
 
 class Pipeline:
@@ -115,6 +127,8 @@ class Pipeline:
         self._unwritable: str | None = None  # why InfluxDB cannot be written right now (for /healthz)
         self._stats_pending: deque[str] = deque(maxlen=_STATS_KEPT)
         self._next_stats = clock() + stats_interval_s
+        # (kind, unit) -> (minute of arrival, from_ms, to_ms, count, received_ns) of its last late marker
+        self._late_marked: dict[tuple[str, str], tuple[int, int, int, int, int]] = {}
 
     # --- loop ----------------------------------------------------------------------------------------
 
@@ -144,17 +158,22 @@ class Pipeline:
             self.write_stats()
 
     def _collect(self, stop: threading.Event) -> list[Inbound]:
+        """A batch: full (count or payload bytes), or as old as ``batch_age_s``."""
         batch = self.source.take(self.buffer.batch_size, 0.2)
         if not batch:
             return []
         self._oldest_pending_ns = batch[0].received_ns
         deadline = self.clock() + self.buffer.batch_age_s
         size = self.buffer.batch_size
-        while len(batch) < size and not stop.is_set():
+        budget = self.buffer.max_bytes
+        held = sum([len(m.payload) for m in batch])
+        while len(batch) < size and held < budget and not stop.is_set():
             remaining = deadline - self.clock()
             if remaining <= 0:
                 break
-            batch.extend(self.source.take(size - len(batch), min(remaining, 0.2)))
+            more = self.source.take(size - len(batch), min(remaining, 0.2))
+            batch.extend(more)
+            held += sum([len(m.payload) for m in more])
         return batch
 
     # --- one batch -----------------------------------------------------------------------------------
@@ -178,38 +197,57 @@ class Pipeline:
             )
 
     def _lines(self, batch: list[Inbound]) -> tuple[list[str], list[_Origin], list[Rejection]]:
-        """Data lines of a batch (telemetry, late-data markers, connection events) with their origins."""
+        """Data lines of a batch (telemetry, late-data markers, connection events) with their origins.
+
+        Late readings give at most one ``late_data`` point per unit per minute of arrival unless they
+        start earlier than that point says: on a backlog drain every reading is late, and a marker per
+        message doubled the points written (issue 16: 2.05 points per reading). Later readings of the
+        unit in the same minute rewrite that point (same series and time) with the wider range, and
+        nothing when it covers them already. The health engine reads a marker's unit, ``from_ms`` and
+        ``to_ms``, and looks a marker window back (store.schema.LATE_MARKER_WINDOW_MS), so it sees the
+        rewritten point after readings that arrive later in the same minute.
+        """
         lines: list[str] = []
         origins: list[_Origin] = []
         rejections: list[Rejection] = []
+        late: dict[tuple[str, str], _Late] = {}
+        telemetry = self.builder.telemetry
         for msg in batch:
             decoded = self.decode(msg)
             self.stats.unknown_fields += decoded.unknown_fields
-            late_ts: list[int] = []
             late_before_ms = msg.received_ns // 1_000_000 - LATE_AFTER_MS
             for item in decoded.readings:
-                lines.append(self.builder.telemetry(item))
+                lines.append(telemetry(item))
                 origins.append(_Origin(msg, item.unit_id))
-                if item.reading.ts < late_before_ms:
-                    late_ts.append(item.reading.ts)
-            if late_ts:
-                first = decoded.readings[0]
-                lines.append(
-                    self.builder.late_data(
-                        first.kind,
-                        first.unit_id,
-                        min(late_ts),
-                        max(late_ts),
-                        len(late_ts),
-                        msg.received_ns,
-                        msg.payload,  # keys the marker: a redelivery overwrites it (issue 19)
-                    )
-                )
-                origins.append(_Origin(msg, first.unit_id))
+                ts = item.reading.ts
+                if ts < late_before_ms:
+                    span = late.get((item.kind, item.unit_id))
+                    if span is None:
+                        late[item.kind, item.unit_id] = _Late(msg, ts, ts, 1)
+                    else:
+                        span.from_ms = min(span.from_ms, ts)
+                        span.to_ms = max(span.to_ms, ts)
+                        span.count += 1
             for change in decoded.connections:
                 lines.append(self.builder.connection(change))
                 origins.append(_Origin(msg, change.unit_id))
             rejections.extend(decoded.rejections)
+        marked = self._late_marked
+        for (kind, unit_id), span in late.items():
+            window = span.first.received_ns // _LATE_WINDOW_NS
+            from_ms, to_ms, count, received_ns = span.from_ms, span.to_ms, span.count, span.first.received_ns
+            seen = marked.get((kind, unit_id))
+            if seen is not None and seen[0] == window and seen[1] <= from_ms:
+                if to_ms <= seen[2]:
+                    continue  # this minute's marker already covers these readings
+                # The same point again (its time is keyed by the unit and from_ms, in this minute),
+                # rewritten with the wider range: the health engine reads from_ms and to_ms.
+                from_ms, count, received_ns = seen[1], seen[3] + count, seen[4]
+            marked[kind, unit_id] = (window, from_ms, to_ms, count, received_ns)
+            lines.append(self.builder.late_data(kind, unit_id, from_ms, to_ms, count, received_ns))
+            origins.append(_Origin(span.first, unit_id))
+        if len(marked) > _LATE_MARKED_MAX:
+            marked.clear()  # a bound, not a cache policy: at worst one more marker per unit
         return lines, origins, rejections
 
     def handle(self, batch: list[Inbound], stop: threading.Event) -> None:

@@ -77,8 +77,13 @@ def build_ingester(settings: Settings, tags: TagLookup | None = None, *, serve: 
             error=str(exc),
             note="starting anyway; batches go to the spool until InfluxDB answers",
         )
-    source = MqttSource(settings.mqtt, max_pending=settings.buffer.max_pending)
     payload = settings.payload
+    source = MqttSource(
+        settings.mqtt,
+        max_pending=settings.buffer.max_pending,
+        max_pending_bytes=settings.buffer.max_bytes,
+        max_payload_bytes=payload.max_bytes,
+    )
     decoder = Decoder(
         settings.mqtt.topic_prefix,
         max_bytes=payload.max_bytes,

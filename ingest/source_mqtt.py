@@ -34,6 +34,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from core.errors import SourceAuthError
 from core.mqtt import FATAL_CONNACK, connect_properties, make_client
 from ingest.decode import Inbound
+from ingest.mqtt_read import IngestClient, NoFilteredCallbacks, ReadAheadSocket
+from store.lineproto import MAX_STORED_PAYLOAD
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -68,6 +70,10 @@ class Inbox:
     consumer takes everything waiting in one call, and each side wakes the other only when it may be
     waiting (the queue was empty, or full).
 
+    Bounded twice: by count (``maxsize``) and by payload bytes (``max_bytes``), because a count alone
+    lets a burst of large messages take hundreds of MiB (issue 16: 500 one-MiB messages, 439 MiB RSS).
+    One message is always let in, whatever its size, so a single large one cannot block forever.
+
     A full inbox blocks paho's network thread (backpressure), and a blocked network thread is a dead
     connection: it sends no PINGREQ and reads nothing, so the broker drops it after 1.5 keepalives. Two
     things follow (issue 19). ``put`` waits in slices and gives up once the inbox is closed, so a stop
@@ -79,12 +85,15 @@ class Inbox:
     def __init__(
         self,
         maxsize: int,
+        max_bytes: int = 1 << 62,
         *,
         stall_s: float = 2.0,
         on_stall: Callable[[], None] | None = None,
         on_resume: Callable[[float], None] | None = None,
     ) -> None:
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.stall_s = stall_s
         self.on_stall = on_stall
         self.on_resume = on_resume
@@ -92,14 +101,18 @@ class Inbox:
         self._items: deque[Inbound] = deque()
         self._cond = threading.Condition()
 
+    def _full(self) -> bool:
+        return len(self._items) >= self.maxsize or (self.bytes >= self.max_bytes and bool(self._items))
+
     def put(self, item: Inbound) -> bool:
         """Append; blocks while full (backpressure). False, without appending, once the inbox is closed."""
         with self._cond:
-            if len(self._items) >= self.maxsize and not self.closed:
+            if self._full() and not self.closed:
                 self._wait_for_room()
             if self.closed:
                 return False
             self._items.append(item)
+            self.bytes += len(item.payload)
             if len(self._items) == 1:
                 self._cond.notify_all()
             return True
@@ -108,7 +121,7 @@ class Inbox:
         """The slow path of ``put`` (lock held): wait in slices, report a stall, give up when closed."""
         started = time.monotonic()
         stalled = False
-        while len(self._items) >= self.maxsize and not self.closed:
+        while self._full() and not self.closed:
             self._cond.wait(0.25)
             if not stalled and time.monotonic() - started >= self.stall_s:
                 stalled = True
@@ -128,9 +141,11 @@ class Inbox:
         with self._cond:
             if not self._items and not self._cond.wait(timeout):
                 return []
-            was_full = len(self._items) >= self.maxsize
-            n = min(limit, len(self._items))
-            out = [self._items.popleft() for _ in range(n)]
+            was_full = self._full()
+            items = self._items
+            n = min(limit, len(items))
+            out = [items.popleft() for _ in range(n)]
+            self.bytes = self.bytes - sum([len(m.payload) for m in out]) if items else 0
             if was_full:
                 self._cond.notify_all()
             return out
@@ -202,14 +217,29 @@ def _join(client: mqtt.Client, timeout_s: float) -> bool:
 class MqttSource:
     """Subscribes, queues messages for the pipeline, and acks them when told to."""
 
-    def __init__(self, settings: MqttSettings, max_pending: int = 50_000) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        max_pending: int = 50_000,
+        *,
+        max_pending_bytes: int = 1 << 62,
+        max_payload_bytes: int | None = None,
+    ) -> None:
         self.settings = settings
-        self.queue = Inbox(max_pending, on_stall=self._on_stall, on_resume=self._on_resume)
-        self.client = make_client(settings, settings.client_id, persistent=True, manual_ack=True)
+        self.queue = Inbox(max_pending, max_pending_bytes, on_stall=self._on_stall, on_resume=self._on_resume)
+        # Payloads above this are kept only as the prefix the rejected record stores (the decoder
+        # rejects them as too_large from ``Inbound.size``); None keeps every payload whole.
+        self.max_payload_bytes = max_payload_bytes
+        self.client = make_client(
+            settings, settings.client_id, persistent=True, manual_ack=True, client_class=IngestClient
+        )
+        if hasattr(self.client, "_on_message_filtered"):
+            self.client._on_message_filtered = NoFilteredCallbacks()  # type: ignore[assignment]  # noqa: SLF001
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_socket_open = self._on_socket_open
         self._ack_lock = threading.Lock()
         self._generation = 0
         self.connected = threading.Event()
@@ -272,6 +302,12 @@ class MqttSource:
         except Exception:
             self.callback_errors += 1
             log.exception("ingest.callback_failed", callback="on_connect")
+
+    def _on_socket_open(self, client: mqtt.Client, _userdata: object, sock: object) -> None:
+        # Before CONNECT is sent, so every read of this connection goes through the read-ahead. paho
+        # has no public way to swap its socket; without the private attribute it reads as before.
+        if getattr(client, "_sock", None) is sock and not isinstance(sock, ReadAheadSocket):
+            client._sock = ReadAheadSocket(sock)  # noqa: SLF001
 
     def _on_disconnect(
         self,
@@ -364,15 +400,26 @@ class MqttSource:
                 topic = msg.topic
             except UnicodeDecodeError:  # a broker should refuse these; if not, the decoder rejects it
                 topic = msg._topic.decode("utf-8", "backslashreplace")  # noqa: SLF001
+            payload = msg.payload
+            if not isinstance(payload, bytes):  # paho hands out bytes; bytearray is in its type only
+                payload = bytes(payload)
+            size = None
+            limit = self.max_payload_bytes
+            if limit is not None and len(payload) > limit:
+                # paho has read it already; what we hold is a copy of the part the rejected record shows,
+                # and paho drops the whole payload when this callback returns.
+                size = len(payload)
+                payload = bytes(payload[:MAX_STORED_PAYLOAD])
             # False only when stopping: not queued, not acked, so the broker redelivers it.
             self.queue.put(
                 Inbound(
                     topic,
-                    bytes(msg.payload),
+                    payload,
                     time.time_ns(),
                     msg.qos,
                     bool(msg.retain),
                     (self._generation, msg.mid),
+                    size,
                 )
             )
         except Exception:

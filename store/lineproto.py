@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
 from store.schema import (
+    LATE_MARKER_WINDOW_MS,
     UNIT_TAGS,
     UNREGISTERED,
     ConnectionField,
@@ -63,7 +64,7 @@ _ALARM_COUNT: Final = str(TelemetryField.ALARM_COUNT)
 # Records without a device time are placed in the minute they were received (issue 19). A redelivery
 # within that minute - the usual case: a restart takes seconds - overwrites the first copy; one that
 # arrives in a later minute adds one point. The receive time itself stays in a field where it matters.
-KEY_WINDOW_NS: Final = 60 * 1_000_000_000
+KEY_WINDOW_NS: Final = LATE_MARKER_WINDOW_MS * 1_000_000  # one minute, the window the health engine widens by
 MAX_STORED_PAYLOAD: Final = 1024
 
 _TAG_ESCAPES: Final = str.maketrans(
@@ -153,6 +154,10 @@ class Rejection(Protocol):
     def received_ns(self) -> int: ...
     @property
     def unit_id(self) -> str | None: ...
+    @property
+    def size(self) -> int | None:
+        """The payload's size when ``payload`` holds only its first bytes (an oversize message)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,22 +282,16 @@ class LineBuilder:
         )
 
     def late_data(
-        self,
-        kind: str,
-        unit_id: str,
-        from_ms: int,
-        to_ms: int,
-        count: int,
-        received_ns: int,
-        key: bytes = b"",
+        self, kind: str, unit_id: str, from_ms: int, to_ms: int, count: int, received_ns: int
     ) -> str:
-        """Marks a late upload: readings of ``unit_id`` between ``from_ms`` and ``to_ms`` arrived just now.
+        """Marks a late upload: readings of ``unit_id`` from ``from_ms`` to ``to_ms`` arrived just now.
 
-        Its time is in the minute of arrival (the health engine looks for markers by arrival, and picks
-        up one stamped after its last look on its next cycle), keyed by ``key`` (the message) and the
-        range so that a redelivery overwrites it.
+        The pipeline writes one per unit per batch at most. Its time is in the minute of arrival (the
+        health engine looks for markers by arrival, widened by LATE_MARKER_WINDOW_MS) at an offset
+        derived from the readings, not from the clock: the unit and its earliest late reading. A
+        redelivery in the same minute writes the same point again (issues 16, 19).
         """
-        ts = message_ns(received_ns, key, f"{from_ms}:{to_ms}:{count}")
+        ts = message_ns(received_ns, kind, unit_id, str(from_ms))
         return (
             f"{self._series(Measurement.LATE_DATA, kind, unit_id, to_ms)} {LateField.FROM_MS}={from_ms}i,"
             f"{LateField.TO_MS}={to_ms}i,{LateField.COUNT}={count}i {ts}"
@@ -317,7 +316,7 @@ class LineBuilder:
         fields = [
             f'{RejectedField.DETAIL}="{escape_field_string(rej.detail)}"',
             f'{RejectedField.PAYLOAD}="{escape_field_string(shown)}"',
-            f"{RejectedField.PAYLOAD_BYTES}={len(rej.payload)}i",
+            f"{RejectedField.PAYLOAD_BYTES}={len(rej.payload) if rej.size is None else rej.size}i",
             f'{RejectedField.RECEIVED_AT}="{received}"',
             f'{RejectedField.TOPIC}="{escape_field_string(rej.topic[:512])}"',
         ]

@@ -83,6 +83,10 @@ UNREGISTERED: Final = "unregistered"
 # A reading older than this when it arrives is late: the ingester writes a late_data marker so the health
 # engine knows which unit and range to re-evaluate without scanning history.
 LATE_AFTER_MS: Final = 30_000
+# late_data markers are stamped inside the minute the readings arrived in, not at the arrival instant
+# (so that a redelivery overwrites its marker): a marker may be up to this much older, or newer, than the
+# moment it was written. The health engine widens its look for markers by this much on both sides.
+LATE_MARKER_WINDOW_MS: Final = 60_000
 
 
 class State(StrEnum):

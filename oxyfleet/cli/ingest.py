@@ -10,7 +10,7 @@ import click
 
 from core.settings import redacted_lines
 from oxyfleet.cli.common import STOP_BOUND_S, health_engine, serve_health_api, settings, stop_on_signals
-from oxyfleet.cli.errors import EXIT_FAILED, describe, handled, readable
+from oxyfleet.cli.errors import EXIT_CONFIG, EXIT_FAILED, describe, fail, handled, readable
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -26,14 +26,28 @@ __all__ = ["check", "check_config", "run"]
     help="Stop after this many seconds (default: run until signalled).",
 )
 @click.option("--with-health", is_flag=True, help="Also run the health engine (and its API) in this process.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help=(
+        "Ingest processes on one shared subscription (one core each): client ids, spool directories, "
+        "metrics ports and instance names get the suffix -0, -1, ... (see oxyfleet/workers.py)."
+    ),
+)
 @handled
-def run(duration: float | None, with_health: bool) -> None:
+def run(duration: float | None, with_health: bool, workers: int) -> None:
     """Run the ingester: MQTT -> validation -> InfluxDB, until Ctrl-C/SIGTERM."""
     from core.logs import configure_logging  # noqa: PLC0415 - keep --help fast
     from ingest.service import build_ingester  # noqa: PLC0415
 
     loaded = settings()
     configure_logging(loaded.log_level, loaded.log_format)
+    if workers > 1:
+        # The supervisor waits for its workers (each bounded by STOP_BOUND_S) and kills stragglers itself.
+        _run_workers(loaded, workers, duration, stop_on_signals(), with_health=with_health)
+        return
     stop = stop_on_signals(STOP_BOUND_S)
     ingester = build_ingester(loaded)
     if with_health:
@@ -44,6 +58,27 @@ def run(duration: float | None, with_health: bool) -> None:
             serve_health_api(engine, loaded)
         threading.Thread(target=engine.run, args=(stop, duration), name="health", daemon=True).start()
     ingester.run(stop, duration)
+
+
+def _run_workers(
+    loaded: Settings, workers: int, duration: float | None, stop: threading.Event, *, with_health: bool
+) -> None:
+    """The supervisor of ``run --workers N``; the health engine, if asked for, runs here (once)."""
+    from oxyfleet.workers import Supervisor  # noqa: PLC0415
+
+    try:
+        supervisor = Supervisor(loaded, workers, duration)
+    except ValueError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    if with_health:
+        engine = health_engine(loaded, writing=True)
+        if loaded.health.api_port:
+            serve_health_api(engine, loaded)
+        threading.Thread(target=engine.run, args=(stop, duration), name="health", daemon=True).start()
+    supervisor.start()
+    code = supervisor.wait(stop)
+    if code:
+        fail(f"an ingest worker exited with code {code}; the others were stopped", code)
 
 
 @click.command("check-config")

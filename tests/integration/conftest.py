@@ -93,7 +93,7 @@ def make_settings(
     prefix: str,
     database: str,
     client_id: str,
-    protocol: str = "5",
+    protocol: str | None = None,
     inventory_file: Path | None = None,
     inventory_check_s: float = 2.0,
     spool: SpoolSettings | None = None,
@@ -115,7 +115,8 @@ def make_settings(
                 "port": MQTT_PORT,
                 "client_id": client_id,
                 "topic_prefix": prefix,
-                "protocol": protocol,
+                # None: the shipped default, so the tests run what a deployment runs.
+                **({} if protocol is None else {"protocol": protocol}),
                 **(mqtt or {}),
             }
         ),
@@ -146,7 +147,7 @@ def start_ingester(influx: InfluxQL, prefix: str, unique: str) -> Iterator[Calla
     """Start an in-process ingester subscribed to this test's prefix, writing to this test's database."""
     running: list[RunningIngester] = []
 
-    def start(client_id: str | None = None, protocol: str = "5", **options: Any) -> RunningIngester:
+    def start(client_id: str | None = None, protocol: str | None = None, **options: Any) -> RunningIngester:
         settings = make_settings(prefix, influx.database, client_id or f"itest-{unique}", protocol, **options)
         ingester = build_ingester(settings, serve=False)
         stop = threading.Event()

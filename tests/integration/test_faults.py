@@ -178,9 +178,10 @@ class FaultProxy:
 class IngesterProcess:
     """``python -m oxyfleet run`` as it ships, with the spool on, in a subprocess we can kill."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> None:
         self.env = env
         self.log = log
+        self.args = args
         self.metrics_port = int(env["OXYFLEET_METRICS_PORT"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -188,7 +189,11 @@ class IngesterProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oxyfleet", "run"], env=self.env, cwd=ROOT, stdout=out, stderr=out
+                [sys.executable, "-m", "oxyfleet", "run", *self.args],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
             )
         self.starts += 1
         wait(lambda: self.metrics().get("mqtt_subscribed") or self.dead(), 30, "the ingester's subscription")
@@ -568,7 +573,7 @@ def test_a_full_spool_stops_acks_and_the_broker_holds_the_rest(scenario: Any) ->
 
 
 def test_two_ingesters_on_a_shared_subscription_split_the_load(scenario: Any, tmp_path: Path) -> None:
-    """Scale-out: two processes in one MQTT 5 shared-subscription group, no loss, no double counting."""
+    """Scale-out: two processes in one shared-subscription group (the default protocol), no loss, no double."""
     first, load_env = scenario(OXYFLEET_MQTT__SHARED_GROUP="oxyfleet", OXYFLEET_INSTANCE="ingest-a")
     second_env = {
         **first.env,
@@ -799,3 +804,48 @@ def test_broker_sigkilled_with_a_full_spool_loses_at_most_the_documented_bound(
         assert ingester.metrics()["reconnects"] >= 1
     finally:
         proxy.close()
+
+
+def test_run_with_two_workers_shares_one_subscription_and_stores_every_reading_once(
+    scenario: Any, tmp_path: Path
+) -> None:
+    """``oxyfleet run --workers 2``: one command, two processes in one shared group, no loss, no double."""
+    port = free_port()
+    while not port_free(port + 1):
+        port = free_port()
+    ingester, load_env = scenario(OXYFLEET_METRICS_PORT=str(port))  # no SHARED_GROUP: the default group
+    ingester.args = ("--workers", "2")
+    ingester.start()  # waits for worker 0's subscription (its metrics are on the base port)
+    worker_1 = IngesterProcess({**ingester.env, "OXYFLEET_METRICS_PORT": str(port + 1)}, ingester.log)
+    wait(lambda: worker_1.metrics().get("mqtt_subscribed"), 30, "worker 1's subscription")
+    assert ingester.proc is not None
+    children = child_pids(ingester.proc.pid)
+    assert len(children) == 2, children
+    load = Load(load_env, messages=20_000, rate=0, unit_prefix="WORK", units=200)
+    load.finish()
+    assert_published_equals_stored(ingester, [load])
+    a, b = ingester.metrics(), worker_1.metrics()
+    assert a["messages_acked"] + b["messages_acked"] == load.messages
+    assert min(a["messages_acked"], b["messages_acked"]) > load.messages * 0.2, (a, b)
+    spool = Path(ingester.env["OXYFLEET_SPOOL__DIR"])
+    assert sorted(p.name for p in spool.iterdir()) == ["0", "1"]  # one spool per worker
+
+    # A worker that dies takes the command down, non-zero, with its sibling stopped cleanly.
+    os.kill(children[1], signal.SIGKILL)
+    assert ingester.proc.wait(30) != 0, ingester.tail()
+    wait(lambda: not Path(f"/proc/{children[0]}").exists(), 10, "worker 0 to stop")
+    assert "ingest.worker_failed" in ingester.tail()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def child_pids(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]

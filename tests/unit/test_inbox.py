@@ -157,3 +157,85 @@ def test_a_producer_waiting_longer_than_stall_s_is_reported_and_its_resume_too()
     box.take(1, 0)
     producer.join(2)
     assert events[0] == "stall" and float(events[1]) >= 0.4
+
+
+def big(i: int, size: int) -> Inbound:
+    return Inbound("oxygen/concentrator/U1/telemetry", b"x" * size, i, 1, False, (1, i))
+
+
+def test_the_inbox_is_bounded_in_payload_bytes_and_always_lets_one_message_in() -> None:
+    box = Inbox(1000, max_bytes=10_000)
+    box.put(big(0, 50_000))  # larger than the budget on its own: admitted, or it would block forever
+    blocked = threading.Event()
+    done = threading.Event()
+
+    def produce() -> None:
+        blocked.set()
+        for i in range(1, 6):
+            box.put(big(i, 4_000))
+        done.set()
+
+    threading.Thread(target=produce, daemon=True).start()
+    assert blocked.wait(1)
+    time.sleep(0.05)
+    assert len(box) == 1  # the budget is spent: the producer waits (backpressure)
+    assert [m.received_ns for m in box.take(10, 0)] == [0]
+    taken: list[int] = []
+    deadline = time.monotonic() + 5
+    while len(taken) < 5 and time.monotonic() < deadline:
+        assert box.bytes <= 10_000 + 4_000  # below the budget, plus the one message that crossed it
+        taken += [m.received_ns for m in box.take(2, 0.1)]
+    assert taken == [1, 2, 3, 4, 5]
+    assert done.wait(1)
+    assert box.bytes == 0
+
+
+def test_an_oversize_payload_is_held_only_as_the_prefix_the_rejected_record_stores() -> None:
+    from core.settings import MqttSettings
+    from ingest.decode import Decoder, Reason
+    from ingest.source_mqtt import MqttSource
+    from store.lineproto import MAX_STORED_PAYLOAD
+
+    source = MqttSource(MqttSettings(), max_payload_bytes=65_536)
+
+    class Message:
+        topic = "oxygen/concentrator/U1/telemetry"
+        payload = b"{" + b" " * (1024 * 1024)
+        qos, retain, mid = 1, False, 9
+
+    source._on_message(source.client, None, Message())  # type: ignore[arg-type]
+    (held,) = source.queue.take(10, 0)
+    assert len(held.payload) == MAX_STORED_PAYLOAD
+    assert held.payload == Message.payload[:MAX_STORED_PAYLOAD]
+    assert held.size == len(Message.payload)
+    decoded = Decoder(max_bytes=65_536).decode(held)
+    assert [r.reason for r in decoded.rejections] == [Reason.TOO_LARGE]
+    assert str(len(Message.payload)) in decoded.rejections[0].detail
+    from store.lineproto import LineBuilder
+
+    assert f"payload_bytes={len(Message.payload)}i" in LineBuilder().rejected(decoded.rejections[0])
+
+
+def test_the_read_ahead_serves_paho_small_reads_from_one_socket_read_and_reports_what_it_holds() -> None:
+    import socket
+
+    from ingest.mqtt_read import ReadAheadSocket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    wrapped = ReadAheadSocket(a)
+    b.sendall(b"\x30\x05hello" + b"\x30\x02hi")
+    assert wrapped.recv(1) == b"\x30"
+    assert (wrapped.reads, wrapped.pending()) == (1, 10)  # the rest is read ahead: paho skips select
+    assert wrapped.recv(1) == b"\x05"
+    assert wrapped.recv(100) == b"hello\x30\x02hi"  # a short read, as a socket may give
+    assert wrapped.pending() == 0
+    try:
+        wrapped.recv(1)
+        raise AssertionError("an empty non-blocking socket must raise BlockingIOError, as paho expects")
+    except BlockingIOError:
+        pass
+    assert wrapped.fileno() == a.fileno()  # everything else is the socket's
+    b.close()
+    assert wrapped.recv(1) == b""  # end of stream reaches paho unchanged
+    a.close()

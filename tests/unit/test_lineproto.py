@@ -62,8 +62,8 @@ def test_a_redelivered_record_keeps_its_time_and_distinct_records_do_not_collide
         stamp(builder.rejected(Rejection(Reason.NOT_JSON, f"x{i}", "t", b"abc", minute))) for i in range(500)
     }
     assert len(others) == 500
-    late = [builder.late_data("concentrator", "U1", 1, 2, 2, minute + d, b"payload") for d in (0, 30 * 10**9)]
-    assert late[0] == late[1]
+    late = [builder.late_data("concentrator", "U1", 1, 2, 2, minute + d) for d in (0, 30 * 10**9)]
+    assert late[0] == late[1]  # keyed by the unit and its earliest late reading (issue 16)
     online = ConnectionChange("concentrator", "U1", True, minute + 5)
     online_again = ConnectionChange("concentrator", "U1", True, minute + 20 * 10**9)
     assert builder.connection(online) == builder.connection(online_again)

@@ -348,3 +348,58 @@ def test_stats_points_of_an_outage_are_kept_with_their_times_and_written_afterwa
     assert times == sorted(times)  # original times, in order
     assert "spool_batches=0i" in stats[0]
     assert "spool_batches=1i" in stats[2]
+
+
+def late_msg(i: int, unit: str, readings: list[int]) -> Inbound:
+    body = json.dumps({"readings": [{"ts": ts, "purity_pct": 93.0} for ts in readings]}).encode()
+    return Inbound(f"oxygen/concentrator/{unit}/telemetry", body, NOW_MS * 1_000_000 + i, 1, False, i)
+
+
+def test_a_backlog_gets_one_late_marker_per_unit_per_batch_and_a_redelivery_overwrites_it() -> None:
+    hour_ago = NOW_MS - 3600_000
+    batch = [late_msg(i, f"U{i % 3}", [hour_ago + 10 * i, hour_ago + 10 * i + 1]) for i in range(30)]
+    batch.append(msg(30))  # a fresh reading: no marker for it
+    first, second = RecordingTransport(), RecordingTransport()
+    for transport in (first, second):  # the same batch again: a redelivery after a crash before the ack
+        source = FakeSource(list(batch))
+        run_until_drained(make(source, transport), source)
+    markers = [line for line in first.lines if line.startswith("late_data,")]
+    assert len(markers) == 3  # 30 messages, 60 late readings, 3 units
+    by_unit = {line.split("unit_id=")[1].split(",")[0].split(" ")[0]: line for line in markers}
+    assert set(by_unit) == {"U0", "U1", "U2"}
+    assert f"from_ms={hour_ago}i,to_ms={hour_ago + 271}i,count=20i" in by_unit["U0"]
+    telemetry = [line for line in first.lines if line.startswith("telemetry,")]
+    assert len(telemetry) == 61
+    # Same series and time on redelivery (InfluxDB overwrites), and in the minute of arrival.
+    assert sorted(markers) == sorted(line for line in second.lines if line.startswith("late_data,"))
+    minute_ns = NOW_MS * 1_000_000 - (NOW_MS * 1_000_000) % 60_000_000_000
+    for line in markers:
+        assert minute_ns <= int(line.rsplit(" ", 1)[1]) < minute_ns + 60_000_000_000
+
+
+def test_later_batches_of_a_drain_add_a_point_only_when_the_unit_starts_earlier() -> None:
+    hour_ago = NOW_MS - 3600_000
+    source, transport = FakeSource([]), RecordingTransport()
+    pipeline = make(source, transport)
+    stop = threading.Event()
+    for batch in (
+        [late_msg(0, "U1", [hour_ago + 100]), late_msg(1, "U2", [hour_ago])],
+        [late_msg(2, "U1", [hour_ago + 200]), late_msg(3, "U2", [hour_ago])],  # U1 wider, U2 covered
+        [late_msg(4, "U1", [hour_ago + 50])],  # earlier than U1's marker says: a new point
+    ):
+        pipeline.handle(batch, stop)
+    markers = [line for line in transport.lines if line.startswith("late_data,")]
+
+    def field(line: str, name: str) -> int:
+        return int(line.split(f"{name}=", maxsplit=1)[1].split("i", maxsplit=1)[0])
+
+    assert [(field(m, "from_ms") - hour_ago, field(m, "to_ms") - hour_ago) for m in markers] == [
+        (100, 100),
+        (0, 0),
+        (100, 200),  # the same point rewritten with the wider range (the engine reads to_ms too)
+        (50, 50),
+    ]
+    points = {(m.split(" ")[0], m.rsplit(" ", 1)[1]) for m in markers}
+    assert len(points) == 3  # series and time: the rewrite overwrites, only U1's earlier start adds one
+    assert markers[0].rsplit(" ", 1)[1] == markers[2].rsplit(" ", 1)[1]
+    assert len([line for line in transport.lines if line.startswith("telemetry,")]) == 5
