@@ -56,7 +56,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +65,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fleetsim.loadgen import run_load
+from ingest.stats import scrape
 from store.reader import InfluxQL
 from store.schema import Measurement
 
@@ -422,11 +422,7 @@ class NodeRed(Consumer):
 
 def subscribed(port: int) -> bool:
     """Whether the ingester behind this metrics port has its subscription (publishing earlier loses data)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
-            return 'oxyfleet_ingest_mqtt_subscribed{instance="bench"} 1' in resp.read().decode()
-    except OSError:
-        return False
+    return scrape(f"http://127.0.0.1:{port}/metrics", timeout=1).get("mqtt_subscribed") == 1
 
 
 class Oxyfleet(Consumer):
