@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from store.schema import STATES
-from tests.integration.test_cli_services import ROOT, env_for
+from tests.integration.test_cli_services import ROOT, env_for, oxyfleet
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def value(families: dict[str, Any], name: str, **labels: str) -> float:
 
 
 def test_metrics_of_the_ingester_and_the_health_engine_parse_and_count_what_happened(
-    settings_for, unique, publisher, wait_for, free_port
+    settings_for, unique, publisher, wait_for, free_port, tmp_path
 ) -> None:
     metrics_port, api_port = free_port(), free_port()
     env = env_for(settings_for(f"metrics-{unique}")) | {
@@ -66,6 +66,8 @@ def test_metrics_of_the_ingester_and_the_health_engine_parse_and_count_what_happ
         "OXYFLEET_HEALTH__API_PORT": str(api_port),
         "OXYFLEET_HEALTH__CYCLE_S": "1",
         "OXYFLEET_HEALTH__ALERTS_MQTT": "false",
+        "OXYFLEET_SPOOL__ENABLED": "true",
+        "OXYFLEET_SPOOL__DIR": str(tmp_path / "spool"),
     }
     ingest_url, health_url = f"http://127.0.0.1:{metrics_port}/metrics", f"http://127.0.0.1:{api_port}"
     proc = subprocess.Popen(
@@ -111,6 +113,10 @@ def test_metrics_of_the_ingester_and_the_health_engine_parse_and_count_what_happ
         assert not undescribed, undescribed
         assert value(families, "process_resident_memory_bytes") > 10 * 2**20
         assert value(families, "process_cpu_seconds") > 0
+        # `oxyfleet check` reads the running ingester's replay rate from the same /metrics.
+        check = oxyfleet("check", env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "replaying 0 points/s" in check.stdout, check.stdout
 
         def health() -> dict[str, Any]:
             try:
