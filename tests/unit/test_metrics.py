@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 from typing import TYPE_CHECKING
 
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.spool import Spool
@@ -46,6 +47,17 @@ def test_two_servers_in_one_process_each_serve_their_own_numbers() -> None:
         assert families[f"{PREFIX}ingester_info"].samples[0].labels == {"ingester": "ing-a"}
         assert families["process_cpu_seconds"].type == "counter"
         assert scrape(urls[1])["messages_received"] == 7
+        # A Prometheus that asks for OpenMetrics gets it, with the info metric typed as such.
+        ask = urllib.request.Request(
+            urls[0], headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        with urllib.request.urlopen(ask, timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+            text = resp.read().decode()
+        # The OpenMetrics parser carries no annotations (the text one does).
+        open_families = {f.name: f for f in openmetrics_families(text)}  # type: ignore[no-untyped-call]
+        assert open_families[f"{PREFIX}ingester"].type == "info"
+        assert open_families[f"{PREFIX}messages_received"].samples[0].value == 3
         assert scrape(urls[0])["rejected_not_json"] == 2
     finally:
         for server in servers:
