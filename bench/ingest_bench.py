@@ -58,7 +58,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +67,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fleetsim.loadgen import run_load
+from ingest.stats import scrape
 from store.reader import InfluxQL
 from store.schema import Measurement
 
@@ -425,13 +425,8 @@ class NodeRed(Consumer):
 
 def subscribed(port: int) -> bool:
     """Whether the ingester behind this metrics port has its subscription (publishing earlier loses data)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
-            lines = resp.read().decode().splitlines()
-    except OSError:
-        return False
-    # instance "bench", or "bench-<i>" for the workers of `run --workers N`
-    return any(line.startswith("oxyfleet_ingest_mqtt_subscribed{") and line.endswith(" 1") for line in lines)
+    # One ingester, or a worker of `run --workers N` (each serves its own port).
+    return scrape(f"http://127.0.0.1:{port}/metrics", timeout=1).get("mqtt_subscribed") == 1
 
 
 class Oxyfleet(Consumer):

@@ -25,10 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
+from ingest.stats import scrape
 from store.reader import InfluxQL
 from store.schema import Measurement
 
@@ -49,16 +49,7 @@ def rss_cpu(pid: int) -> tuple[float, float]:
 
 def metrics(port: int) -> dict[str, float]:
     """The ingester's /metrics as name -> value (empty when it does not answer)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    return {
-        line.split("{", 1)[0].removeprefix("oxyfleet_ingest_"): float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("oxyfleet_ingest_") and "{" in line
-    }
+    return scrape(f"http://127.0.0.1:{port}/metrics")
 
 
 def slope_per_hour(points: list[tuple[float, float]]) -> float:

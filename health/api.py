@@ -7,7 +7,8 @@ so hospital systems and scripts can ask without learning InfluxQL:
 - ``GET /api/units/{unit_id}``: one unit, its inventory facts and its recent transitions;
 - ``GET /api/hospitals/{hospital}/uptime?since=30d``: availability per unit and for the hospital;
 - ``GET /healthz``: 200 while cycles run on time, 503 otherwise;
-- ``GET /metrics``: Prometheus text (cycle duration, units per state);
+- ``GET /metrics``: Prometheus exposition through prometheus_client (cycles, cycle duration, units per
+  state, process metrics), from a registry of this app's own;
 - ``GET /docs``, ``/redoc``: interactive docs, with their scripts served from here (no CDN).
 
 Other routers (the monthly reports) are mounted by the caller. ``/api/...`` needs a token
@@ -19,12 +20,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from pydantic import BaseModel
 
 from core.errors import SinkError
+from core.metrics import registry
 from core.timefmt import DurationError, iso_ms, parse_duration
 from health.model import UnitStatus, select_units, state_counts
 from health.status import stored_status
@@ -33,15 +38,47 @@ from health.uptime import uptime_report
 from store.schema import STATES, Measurement, Tag, qualified
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from fastapi import APIRouter
+    from prometheus_client.metrics_core import Metric
 
     from health.engine import HealthEngine
     from health.tokens import TokenStore
     from store.reader import InfluxQL
 
-__all__ = ["create_app"]
+__all__ = ["HealthCollector", "create_app"]
+
+
+class HealthCollector(Collector):
+    """The engine's numbers, read at scrape time (the engine never touches a metric object)."""
+
+    def __init__(self, engine: HealthEngine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        """Cycles, the last cycle's duration and time, units per state."""
+        engine = self.engine
+        yield CounterMetricFamily(
+            "oxyfleet_health_cycles", "Evaluation cycles completed.", value=engine.cycles
+        )
+        yield GaugeMetricFamily(
+            "oxyfleet_health_last_cycle_seconds",
+            "Duration of the last cycle.",
+            value=engine.last_cycle_ms / 1000,
+        )
+        yield GaugeMetricFamily(
+            "oxyfleet_health_last_cycle_timestamp_seconds",
+            "When the last cycle ran (Unix time; 0 before the first).",
+            value=engine.last_cycle_at,
+        )
+        units = GaugeMetricFamily(
+            "oxyfleet_health_units", "Units per state after the last cycle.", labels=["state"]
+        )
+        counts = state_counts(engine.last_status.values())
+        for state in STATES:  # every state, 0 included, so a query over a state never finds no series
+            units.add_metric([state], counts.get(state, 0))
+        yield units
 
 
 class UnitOut(BaseModel):
@@ -260,16 +297,12 @@ def create_app(  # noqa: C901 - one nested function per route
             status_code=200 if ok else 503,
         )
 
+    metrics_registry = registry(HealthCollector(engine))
+
     @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> str:
-        """Prometheus text format."""
-        lines = [
-            f"oxyfleet_health_cycles_total {engine.cycles}",
-            f"oxyfleet_health_last_cycle_ms {engine.last_cycle_ms}",
-            f"oxyfleet_health_last_cycle_timestamp_seconds {engine.last_cycle_at}",
-        ]
-        counts = state_counts(engine.last_status.values())
-        lines += [f'oxyfleet_health_units{{state="{state}"}} {n}' for state, n in counts.items()]
-        return "\n".join(lines) + "\n"
+    def metrics(request: Request) -> Response:
+        """Prometheus exposition (text, or OpenMetrics when the scraper asks for it)."""
+        encoder, ctype = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(metrics_registry), media_type=ctype)
 
     return app

@@ -144,20 +144,12 @@ def check() -> None:
 
 def _live_metric(loaded: Settings, name: str) -> float | None:
     """One gauge from a running ingester's /metrics on this machine, or None when none answers."""
-    import urllib.request  # noqa: PLC0415
+    from ingest.stats import scrape  # noqa: PLC0415
 
     if not loaded.metrics_port:
         return None
     host = "127.0.0.1" if loaded.metrics_host in ("0.0.0.0", "::") else loaded.metrics_host  # noqa: S104
-    try:
-        with urllib.request.urlopen(f"http://{host}:{loaded.metrics_port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(f"oxyfleet_ingest_{name}{{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+    return scrape(f"http://{host}:{loaded.metrics_port}/metrics").get(name)
 
 
 def _spool_report(loaded: Settings) -> tuple[str, bool]:
@@ -167,7 +159,7 @@ def _spool_report(loaded: Settings) -> tuple[str, bool]:
     spool = loaded.spool
     summary = summarize(spool.dir)
     pct = 100 * summary.bytes / spool.max_bytes
-    rate = _live_metric(loaded, "spool_replay_points_per_s")
+    rate = _live_metric(loaded, "spool_replay_points_per_second")
     parts = [
         f"{summary.batches} batches",
         f"{summary.bytes / 2**20:.1f} of {spool.max_bytes / 2**20:.0f} MiB ({pct:.0f} %)",

@@ -37,6 +37,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ingest.stats import scrape
 from store.reader import InfluxQL
 
 if TYPE_CHECKING:
@@ -203,17 +204,8 @@ class IngesterProcess:
         return self.proc is None or self.proc.poll() is not None
 
     def metrics(self) -> dict[str, float]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return {}
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("oxyfleet_ingest_") and "{" in line:
-                name = line.split("{", 1)[0].removeprefix("oxyfleet_ingest_")
-                out[name] = float(line.rsplit(" ", 1)[1])
-        return out
+        """/metrics read with prometheus_client's parser: name after ``oxyfleet_ingest_`` -> value."""
+        return scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -167,7 +167,7 @@ def test_api(engine, client) -> None:
     )
 
     assert client.get("/healthz").status_code == 200
-    assert 'oxyfleet_health_units{state="no_data"} 1' in client.get("/metrics").text
+    assert 'oxyfleet_health_units{state="no_data"} 1.0' in client.get("/metrics").text
     paths = client.get("/openapi.json").json()["paths"]
     assert {
         "/api/units",
