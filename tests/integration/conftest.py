@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -200,6 +201,22 @@ def publisher(services: None, prefix: str) -> Iterator[Publisher]:
     pub = Publisher(prefix)
     yield pub
     pub.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_oxyfleet(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m oxyfleet ARGS`` as a user runs it, in its own process, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "oxyfleet", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.2) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import redacted_lines
+from tests.integration.conftest import run_oxyfleet as oxyfleet
 
 pytestmark = pytest.mark.integration
 
@@ -27,18 +28,6 @@ def env_for(settings) -> dict[str, str]:
             env[key] = value
     env["OXYFLEET_LOG_FORMAT"] = "json"
     return env
-
-
-def oxyfleet(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oxyfleet", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_check_reports_ok_and_names_what_is_broken(settings_for, unique) -> None:

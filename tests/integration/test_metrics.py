@@ -15,7 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from store.schema import STATES
-from tests.integration.test_cli_services import ROOT, env_for, oxyfleet
+from tests.integration.conftest import ROOT
+from tests.integration.conftest import run_oxyfleet as oxyfleet
+from tests.integration.test_cli_services import env_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -42,6 +41,7 @@ from report.api import report_router
 from report.i18n import Text
 from store.lineproto import line, tag_set
 from store.schema import UNIT_TAGS, EventField, Measurement, State, StateField, seconds_field
+from tests.integration.conftest import run_oxyfleet
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -317,20 +317,13 @@ def cli_env(month_db, inventory_file: Path, tmp: Path) -> dict[str, str]:
     }
 
 
-def oxyfleet(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oxyfleet", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def oxyfleet_180(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return run_oxyfleet(*args, env=env, timeout=180)
 
 
 def test_csv_figures_match_ground_truth(month_db, inventory_file, tmp_path) -> None:
     env = cli_env(month_db, inventory_file, tmp_path)
-    done = oxyfleet(
+    done = oxyfleet_180(
         "report", "--month", "2026-10", "--by", "hospital", "--format", "csv", "--out", str(tmp_path), env=env
     )
     assert done.returncode == 0, done.stderr
@@ -372,7 +365,7 @@ def _cell(html: str, uid: str) -> str:
 @pytest.mark.parametrize("lang", ["id", "en"])
 def test_html_in_both_languages(month_db, inventory_file, tmp_path, lang) -> None:
     env = cli_env(month_db, inventory_file, tmp_path)
-    done = oxyfleet(
+    done = oxyfleet_180(
         "report",
         "--month",
         "2026-10",
@@ -423,7 +416,7 @@ def test_html_in_both_languages(month_db, inventory_file, tmp_path, lang) -> Non
 def test_month_is_local(month_db, inventory_file, tmp_path) -> None:
     """Jayapura (WIT): the power failure from 31 Oct 16:00 to 1 Nov 08:00 counts 8 h in October, not 16."""
     env = cli_env(month_db, inventory_file, tmp_path)
-    done = oxyfleet(
+    done = oxyfleet_180(
         "report",
         "--month",
         "2026-10",
@@ -444,7 +437,7 @@ def test_month_is_local(month_db, inventory_file, tmp_path) -> None:
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_pdf_in_headless_chromium(month_db, inventory_file, tmp_path) -> None:
     env = cli_env(month_db, inventory_file, tmp_path)
-    done = oxyfleet(
+    done = oxyfleet_180(
         "report",
         "--month",
         "2026-10",
@@ -532,10 +525,10 @@ def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
 
 def test_api_tokens(month_db, inventory_file, tmp_path) -> None:
     env = cli_env(month_db, inventory_file, tmp_path)
-    made = oxyfleet("tokens", "create", "--hospital", H_MAKASSAR, env=env)
+    made = oxyfleet_180("tokens", "create", "--hospital", H_MAKASSAR, env=env)
     assert made.returncode == 0, made.stderr
     hospital_token = made.stdout.strip()
-    programme_token = oxyfleet("tokens", "create", "--programme", env=env).stdout.strip()
+    programme_token = oxyfleet_180("tokens", "create", "--programme", env=env).stdout.strip()
     stored = (tmp_path / "tokens.json").read_text()
     assert hospital_token.split("_", 2)[2] not in stored and "scrypt" in stored  # hashed, never the token
 
@@ -581,20 +574,20 @@ def test_api_tokens(month_db, inventory_file, tmp_path) -> None:
 
 def test_bad_month_is_a_usage_error(month_db, inventory_file, tmp_path) -> None:
     env = cli_env(month_db, inventory_file, tmp_path)
-    done = oxyfleet("report", "--month", "2026-13", env=env)
+    done = oxyfleet_180("report", "--month", "2026-13", env=env)
     assert done.returncode == 2 and "--month" in done.stderr
 
 
 def test_by_province_and_source(month_db, inventory_file, tmp_path) -> None:
     env = cli_env(month_db, inventory_file, tmp_path)
-    done = oxyfleet(
+    done = oxyfleet_180(
         "report", "--month", "2026-10", "--by", "province", "--province", "papua", "--format", "csv",
         "--out", str(tmp_path / "p"), env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     (row,) = csv.DictReader(io.StringIO(next((tmp_path / "p").glob("province-Papua-*.csv")).read_text()))
     assert row["unit_id"] == "T-C2" and float(row["power_failure_h"]) == pytest.approx(8.0, abs=0.01)
-    done = oxyfleet(
+    done = oxyfleet_180(
         "report",
         "--month",
         "2026-10",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from store.reader import InfluxQL
+from tests.integration.conftest import run_oxyfleet
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,18 +60,6 @@ def tls_broker(
     return port, ca
 
 
-def oxyfleet(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oxyfleet", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_ingester_and_simulator_over_tls_store_everything(
     tls_broker: tuple[int, Path], tmp_path: Path
 ) -> None:
@@ -98,7 +87,7 @@ def test_ingester_and_simulator_over_tls_store_everything(
         "OXYFLEET_BUFFER__BATCH_AGE_S": "0.2",
         "OXYFLEET_LOG_FORMAT": "json",
     }
-    check = oxyfleet(ingester_env, "check")
+    check = run_oxyfleet("check", env=ingester_env)
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"broker   mqtts://127.0.0.1:{port}: ok" in check.stdout
 
@@ -113,14 +102,21 @@ def test_ingester_and_simulator_over_tls_store_everything(
             assert ingester.poll() is None, (tmp_path / "ingester.log").read_text()
             time.sleep(0.1)
         # The load mode's raw socket over TLS...
-        load = oxyfleet(
-            mqtt_env, "simulate", "--load", "--messages", "2000", "--units", "20", "--unit-prefix", "TLSLOAD"
+        load = run_oxyfleet(
+            "simulate",
+            "--load",
+            "--messages",
+            "2000",
+            "--units",
+            "20",
+            "--unit-prefix",
+            "TLSLOAD",
+            env=mqtt_env,
         )
         assert load.returncode == 0, load.stdout + load.stderr
         # ...and the simulator's paho client over TLS, as a device would connect.
         truth = tmp_path / "truth.jsonl"
-        sim = oxyfleet(
-            mqtt_env,
+        sim = run_oxyfleet(
             "simulate",
             "--units=5",
             "--duration=3s",
@@ -128,6 +124,7 @@ def test_ingester_and_simulator_over_tls_store_everything(
             "--faults=none",
             "--malformed-share=0",
             f"--ground-truth={truth}",
+            env=mqtt_env,
         )
         assert sim.returncode == 0, sim.stdout + sim.stderr
         published = json.loads(truth.read_text().splitlines()[-1])["readings_published"]
@@ -160,7 +157,7 @@ def test_a_client_that_does_not_trust_the_ca_or_skips_tls_is_refused(
     env = {**base, "OXYFLEET_MQTT__PORT": str(port), "OXYFLEET_MQTT__TLS": "true"}
     env["OXYFLEET_MQTT__CA_FILE"] = str(other_ca)
     env["OXYFLEET_INFLUX__URL"] = INFLUX
-    wrong_ca = oxyfleet(env, "check")
+    wrong_ca = run_oxyfleet("check", env=env)
     assert wrong_ca.returncode != 0
     assert "certificate" in wrong_ca.stdout.lower(), wrong_ca.stdout
     # The same through Python's TLS directly: verification fails on the handshake.
@@ -172,6 +169,6 @@ def test_a_client_that_does_not_trust_the_ca_or_skips_tls_is_refused(
         context.wrap_socket(raw, server_hostname="127.0.0.1")
     # Plain MQTT to the TLS listener gets no CONNACK.
     plain = {**base, "OXYFLEET_MQTT__PORT": str(port), "OXYFLEET_INFLUX__URL": INFLUX}
-    result = oxyfleet(plain, "check")
+    result = run_oxyfleet("check", env=plain)
     assert result.returncode != 0
     assert f"broker   mqtt://127.0.0.1:{port}: FAILED" in result.stdout
