@@ -298,14 +298,16 @@ class LineBuilder:
         )
 
     def connection(self, change: ConnectionChange) -> str:
-        """A device went online/offline (its MQTT will): the unit's last reported state in that minute.
+        """A device went online/offline (its MQTT will): one point per unit, minute and reported state.
 
-        Status messages carry no time, so the point is the start of the minute of arrival: a redelivery
-        in the same minute overwrites it, and of a flap within one minute the last state stands (later
-        writes win at equal times), which is the state a dashboard must show.
+        Status messages carry no time, so the point is keyed by the minute of arrival and the state:
+        ``offline`` at the minute's start, ``online`` 1 ms after it. A redelivery in the same minute
+        overwrites its own point, and a link that dropped and came back within one minute keeps both
+        (a technician must see the drop); their order inside that minute is not kept, and a minute with
+        both reads as ``online`` last.
         """
         online = "true" if change.online else "false"
-        ts = change.received_ns - change.received_ns % KEY_WINDOW_NS
+        ts = change.received_ns - change.received_ns % KEY_WINDOW_NS + (_NS_PER_MS if change.online else 0)
         series = self._series(Measurement.UNIT_CONNECTION, change.kind, change.unit_id, ts // _NS_PER_MS)
         return f"{series} {ConnectionField.ONLINE}={online} {ts}"
 

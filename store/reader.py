@@ -57,7 +57,11 @@ class InfluxQL:
         self.url = url.rstrip("/")
         self.database = database
         self.headers = auth_headers(username, password, token)
-        self.pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=timeout_s))
+        # Several threads may share a reader (the API's workers, the engine): room for a connection each,
+        # so none is discarded from a full pool without being closed, and close() closes them all.
+        self.pool = urllib3.PoolManager(
+            maxsize=8, retries=False, timeout=urllib3.Timeout(connect=5, read=timeout_s)
+        )
 
     @classmethod
     def from_settings(cls, influx: InfluxSettings) -> InfluxQL:

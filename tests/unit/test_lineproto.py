@@ -67,7 +67,9 @@ def test_a_redelivered_record_keeps_its_time_and_distinct_records_do_not_collide
     online = ConnectionChange("concentrator", "U1", True, minute + 5)
     online_again = ConnectionChange("concentrator", "U1", True, minute + 20 * 10**9)
     assert builder.connection(online) == builder.connection(online_again)
-    assert stamp(builder.connection(online)) == minute
+    assert stamp(builder.connection(online)) == minute + 1_000_000
+    offline = ConnectionChange("concentrator", "U1", False, minute + 10 * 10**9)
+    assert stamp(builder.connection(offline)) == minute  # a drop within the minute is kept beside it
 
 
 def test_numbers_are_always_float_fields() -> None:
