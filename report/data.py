@@ -18,7 +18,17 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from store.reader import quote
-from store.schema import ACCOUNTED, STATES, EventField, Measurement, State, StateField, Tag, seconds_field
+from store.schema import (
+    ACCOUNTED,
+    STATES,
+    EventField,
+    Measurement,
+    State,
+    StateField,
+    Tag,
+    qualified,
+    seconds_field,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -132,11 +142,21 @@ def booked_from(unit: Unit, zone: ZoneInfo) -> int:
 class _Reader:
     """The report's queries over one scope (a tag filter, and the inventory units in scope)."""
 
-    def __init__(self, reader: InfluxQL, units: dict[str, Unit], scope_where: str, zone: ZoneInfo) -> None:
+    def __init__(
+        self,
+        reader: InfluxQL,
+        units: dict[str, Unit],
+        scope_where: str,
+        zone: ZoneInfo,
+        retention_policy: str | None = None,
+    ) -> None:
         self.reader = reader
         self.units = units
         self.scope = scope_where
         self.zone = zone
+        # The health results live in the long-term policy; raw telemetry stays in the default one.
+        self.state = qualified(Measurement.UNIT_STATE, retention_policy)
+        self.event = qualified(Measurement.UNIT_EVENT, retention_policy)
 
     def _where(self, start_ms: int, end_ms: int, extra: str = "") -> str:
         where = f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms{self.scope}"
@@ -147,7 +167,7 @@ class _Reader:
         sums = ", ".join(f"sum({seconds_field(s)}) AS {s}" for s in STATES)
         last = f", last({StateField.MAINTENANCE_DUE}) AS due" if due else ""
         rows = self.reader.rows(
-            f"SELECT {sums}{last} FROM {Measurement.UNIT_STATE} "  # noqa: S608 - literals escaped
+            f"SELECT {sums}{last} FROM {self.state} "  # noqa: S608 - literals escaped
             f"WHERE {self._where(period.start_ms, period.end_ms)} GROUP BY {Tag.UNIT_ID}"
         )
         seconds: dict[str, dict[str, float]] = {}
@@ -168,7 +188,7 @@ class _Reader:
                 seconds.pop(uid, None)
         for clause in _id_filters(late):
             for row in self.reader.rows(
-                f"SELECT {sums} FROM {Measurement.UNIT_STATE} "  # noqa: S608
+                f"SELECT {sums} FROM {self.state} "  # noqa: S608
                 f"WHERE {self._where(period.start_ms, period.end_ms, clause)} "
                 f"GROUP BY time(1h), {Tag.UNIT_ID} tz({quote(period.zone.key)})"
             ):
@@ -203,7 +223,7 @@ class _Reader:
         strips = {uid: [""] * period.hours for uid in unit_ids}
         for clause in _id_filters(strips):
             for row in self.reader.rows(
-                f"SELECT {sums} FROM {Measurement.UNIT_STATE} "  # noqa: S608
+                f"SELECT {sums} FROM {self.state} "  # noqa: S608
                 f"WHERE {self._where(period.start_ms, period.end_ms, clause)} "
                 f"GROUP BY time(1h), {Tag.UNIT_ID} tz({quote(period.zone.key)})"
             ):
@@ -231,7 +251,7 @@ class _Reader:
     def events(self, period: Period, until_ms: int) -> list[Event]:
         """Transitions from the start of the period until ``until_ms`` (to find when faults ended)."""
         rows = self.reader.rows(
-            f'SELECT "{EventField.TO}", "{EventField.REASON}" FROM {Measurement.UNIT_EVENT} '  # noqa: S608
+            f'SELECT "{EventField.TO}", "{EventField.REASON}" FROM {self.event} '  # noqa: S608
             f"WHERE {self._where(period.start_ms, until_ms)} GROUP BY {Tag.UNIT_ID}"
         )
         events = [
@@ -268,14 +288,18 @@ def read_month(
     province: str | None = None,
     plotted: int = 40,
     now_ms: int | None = None,
+    retention_policy: str | None = None,
 ) -> MonthData:
-    """Read one report's data: this month and the previous one, over ``units`` (the scope)."""
+    """Read one report's data: this month and the previous one, over ``units`` (the scope).
+
+    ``retention_policy`` is where the health results live (``store.retention.results_policy``).
+    """
     scope = ""
     if hospital:
         scope += f" AND {Tag.HOSPITAL} = {quote(hospital)}"
     if province:
         scope += f" AND {Tag.PROVINCE} = {quote(province)}"
-    q = _Reader(reader, units, scope, period.zone)
+    q = _Reader(reader, units, scope, period.zone, retention_policy)
     data = MonthData()
     data.seconds, data.maintenance_due = q.state_sums(period, due=True)
     data.prev_seconds, _ = q.state_sums(period.previous(), due=False)
