@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
-    "BufferSettings",
     "LONG_RETENTION_POLICY",
+    "BufferSettings",
     "HealthSettings",
     "InfluxSettings",
     "MqttSettings",

@@ -90,14 +90,8 @@ def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_pat
     assert len(held) == len(asked) == 10
     for mine, theirs in zip(sorted(held), sorted(asked), strict=True):
         assert _fields(mine) == pytest.approx(_fields(theirs))
-
-    def booked() -> float:  # what `oxyfleet uptime` and the API sum, from where they read it
-        rows = uptime_rows(influx, start, end, retention_policy=results_policy(settings.influx))
-        return sum(float(row.get(s) or 0.0) for row in rows for s in STATES)
-
-    before = booked()
-    assert before > 0
-    assert [r["value"] for r in influx.rows(tag_values(Tag.UNIT_ID))] == [unit.unit_id]  # dashboards' list
+    before = _read_back(influx, results_policy(settings.influx), start, end)
+    assert before[0] > 0 and before[1] == [unit.unit_id]
 
     # The operator's raw period ends: one hour (InfluxDB's minimum) makes three-hour-old readings expire.
     apply_retention(transport, influx_settings.model_copy(update={"raw_retention": "1h"}))
@@ -108,11 +102,18 @@ def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_pat
     # The long-term data of those minutes is all still there.
     assert len(influx.rows(f'SELECT * FROM "{LONG}".telemetry_1m WHERE time >= {start}ms')) == 10
     assert influx.rows(f'SELECT count(state) FROM "{LONG}".unit_state')[0]["count"] == 10
-    assert booked() == before
-    assert [r["value"] for r in influx.rows(tag_values(Tag.UNIT_ID))] == [unit.unit_id]
+    assert _read_back(influx, results_policy(settings.influx), start, end) == before
     raw.close()
     results.close()
     transport.close()
+
+
+def _read_back(influx, policy: str | None, start: int, end: int) -> tuple[float, list[str]]:
+    """What readers see of the long-term data: seconds booked (`oxyfleet uptime`, the API, the reports
+    sum these) and the units the dashboards' unit variable lists."""
+    rows = uptime_rows(influx, start, end, retention_policy=policy)
+    booked = sum(float(row.get(s) or 0.0) for row in rows for s in STATES)
+    return booked, [r["value"] for r in influx.rows(tag_values(Tag.UNIT_ID))]
 
 
 def _fields(line: str) -> dict[str, float]:
