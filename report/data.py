@@ -26,6 +26,7 @@ from store.schema import (
     State,
     StateField,
     Tag,
+    aggregate_field,
     qualified,
     seconds_field,
 )
@@ -157,6 +158,7 @@ class _Reader:
         # The health results live in the long-term policy; raw telemetry stays in the default one.
         self.state = qualified(Measurement.UNIT_STATE, retention_policy)
         self.event = qualified(Measurement.UNIT_EVENT, retention_policy)
+        self.minutes = qualified(Measurement.TELEMETRY_1M, retention_policy)
 
     def _where(self, start_ms: int, end_ms: int, extra: str = "") -> str:
         where = f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms{self.scope}"
@@ -268,14 +270,23 @@ class _Reader:
         return events
 
     def reported_before(self, end_ms: int, unit_ids: Iterable[str]) -> set[str]:
-        """Which of these units ever sent a reading before ``end_ms`` (the never-connected check)."""
+        """Which of these units ever sent a reading before ``end_ms`` (the never-connected check).
+
+        Raw readings expire (90 days by default), their per-minute aggregates do not: a unit that reported
+        only before the raw period is still one that connected once.
+        """
         seen: set[str] = set()
+        sources = (
+            (Measurement.TELEMETRY, "purity_pct"),
+            (self.minutes, aggregate_field("purity_pct", "mean")),
+        )
         for clause in _id_filters(unit_ids):
-            for row in self.reader.rows(
-                f"SELECT last(purity_pct) AS p FROM {Measurement.TELEMETRY} "  # noqa: S608
-                f"WHERE time < {int(end_ms)}ms AND {clause} GROUP BY {Tag.UNIT_ID}"
-            ):
-                seen.add(row[Tag.UNIT_ID])
+            for source, column in sources:
+                for row in self.reader.rows(
+                    f"SELECT last({column}) AS p FROM {source} "  # noqa: S608
+                    f"WHERE time < {int(end_ms)}ms AND {clause} GROUP BY {Tag.UNIT_ID}"
+                ):
+                    seen.add(row[Tag.UNIT_ID])
         return seen
 
 

@@ -619,3 +619,35 @@ def test_by_province_and_source(month_db, inventory_file, tmp_path) -> None:
     avail, litres, _ = truth(UNITS[0], 2026, 10)
     assert avail is not None and abs(float(rows["T-C1"]["availability_pct"]) - avail) <= 0.5
     assert abs(float(rows["T-C1"]["oxygen_litres"]) - litres) <= 0.01 * litres
+
+
+def test_a_unit_that_reported_before_the_raw_period_is_not_never_connected(influx, inventory_file) -> None:
+    """Raw readings expire (90 days); the per-minute aggregates the engine kept say the unit connected once."""
+    from devices.inventory import load_inventory
+    from report.data import Period, read_month
+    from store.schema import aggregate_field
+
+    settings = InfluxSettings(url=influx.url, database=influx.database)
+    transport = V1Transport(influx.url, influx.database)
+    apply_retention(transport, settings)
+    transport.close()
+    unit = load_inventory(inventory_file).units["T-N1"]
+    period = Period.parse("2026-10", WITA)
+
+    def reported() -> set[str]:
+        data = read_month(
+            influx, {unit.unit_id: unit}, period, now_ms=period.end_ms, retention_policy=LONG_POLICY
+        )
+        return data.ever_reported
+
+    assert reported() == set()  # nothing stored: never connected
+    tags = tag_set(
+        dict(zip(UNIT_TAGS, (unit.hospital, unit.kind, unit.model, unit.province, unit.unit_id), strict=True))
+    )
+    minute = ms(WITA, 2026, 3, 2, 10, 0) * 1_000_000  # long before the raw period: only its aggregate is left
+    _write(
+        influx,
+        [line(Measurement.TELEMETRY_1M, tags, {aggregate_field("purity_pct", "mean"): 93.0}, minute)],
+        LONG_POLICY,
+    )
+    assert reported() == {unit.unit_id}
