@@ -18,7 +18,7 @@ import pytest
 from dashboards.panels import tag_values
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from health.aggregates import aggregate_lines, minute_lines
-from health.engine import HealthEngine, _tags
+from health.engine import HealthEngine, _tags, load_facts
 from health.uptime import uptime_rows
 from store.retention import apply_retention, results_policy, shard_duration
 from store.schema import LONG_POLICY, STATES, Tag
@@ -103,6 +103,11 @@ def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_pat
     assert len(influx.rows(f'SELECT * FROM "{LONG}".telemetry_1m WHERE time >= {start}ms')) == 10
     assert influx.rows(f'SELECT count(state) FROM "{LONG}".unit_state')[0]["count"] == 10
     assert _read_back(influx, results_policy(settings.influx), start, end) == before
+    # After a restart the engine still knows the unit connected once (no_data, not never_connected).
+    assert _first_last(influx, unit.unit_id) == (
+        start,
+        end - MINUTE,
+    )  # the aggregates' first and last minutes
     raw.close()
     results.close()
     transport.close()
@@ -114,6 +119,11 @@ def _read_back(influx, policy: str | None, start: int, end: int) -> tuple[float,
     rows = uptime_rows(influx, start, end, retention_policy=policy)
     booked = sum(float(row.get(s) or 0.0) for row in rows for s in STATES)
     return booked, [r["value"] for r in influx.rows(tag_values(Tag.UNIT_ID))]
+
+
+def _first_last(influx, unit_id: str) -> tuple[int, int]:
+    facts = load_facts(influx, long_rp=LONG)
+    return facts.first[unit_id], facts.last[unit_id]
 
 
 def _fields(line: str) -> dict[str, float]:
