@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "LONG_RETENTION_POLICY",
     "BufferSettings",
     "HealthSettings",
     "InfluxSettings",
@@ -58,6 +59,10 @@ __all__ = [
 ]
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+# The long-term retention policy's default name, in one place: the generated Grafana dashboards and alert
+# rules are static JSON and read the health results under this name (``store.schema.LONG_POLICY``).
+LONG_RETENTION_POLICY: Final = "oxyfleet_long"
 
 
 def _read_secret(value: SecretStr | None, path: Path | None) -> str | None:
@@ -228,14 +233,15 @@ class InfluxSettings(_Section):
     raw_retention: str = Field(
         "90d",
         pattern=r"^(INF|[1-9][0-9]*[hdw])$",
-        description="v1, with LONG_RETENTION_POLICY: how long raw telemetry is kept (the database's default "
-        "retention policy), e.g. 90d; INF keeps it forever. Set up by oxyfleet with CREATE_DATABASE.",
+        description="v1: how long raw telemetry is kept (the database's default retention policy), e.g. 90d; "
+        "INF keeps it forever. Set up by oxyfleet with CREATE_DATABASE (not when LONG_RETENTION_POLICY is empty).",
     )
     long_retention_policy: str | None = Field(
-        None,
+        LONG_RETENTION_POLICY,
         description="v1: retention policy (kept forever) for the health engine's results and per-minute "
-        "aggregates, e.g. oxyfleet_long; created by oxyfleet with CREATE_DATABASE. Only when it is set is "
-        "the default policy bounded to RAW_RETENTION (else the health results would expire with it).",
+        "aggregates; created by oxyfleet with CREATE_DATABASE. The dashboards, alert rules, reports and API "
+        "read them there. Empty: everything stays in the default policy, which is then not bounded (the "
+        "generated dashboards still read this name: see docs/operations.md).",
     )
     username: str | None = Field(None, description="v1 user (Basic auth).")
     password: SecretStr | None = Field(None, description="v1 password.")

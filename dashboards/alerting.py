@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from dashboards.panels import DATASOURCE, UIDS
+from dashboards.panels import DATASOURCE, UIDS, long_term
 from store.schema import Measurement, StateField, StatsField, Tag
 
 __all__ = ["NOTIFY_VARIANTS", "RULES", "Rule", "alert_rules", "notifications"]
@@ -101,7 +101,7 @@ class Rule:
 def _verdict() -> str:
     group = ", ".join(f'"{t}"' for t in UNIT_TAGS)
     return (
-        f'SELECT last("{StateField.CODE}") AS "{StateField.CODE}" FROM "{Measurement.UNIT_STATE}" '
+        f'SELECT last("{StateField.CODE}") AS "{StateField.CODE}" FROM {long_term(Measurement.UNIT_STATE)} '
         f"WHERE $timeFilter GROUP BY {group}"
     )
 
@@ -183,7 +183,7 @@ RULES: Final = (
         "oxyfleet-health-engine-late",
         "Health engine late (no verdicts)",
         "system",
-        f'SELECT count("{StateField.CODE}") FROM "{Measurement.UNIT_STATE}" WHERE $timeFilter',
+        f'SELECT count("{StateField.CODE}") FROM {long_term(Measurement.UNIT_STATE)} WHERE $timeFilter',
         300,
         "lt",
         (1.0,),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from store.schema import STATES, Measurement, State, Tag, telemetry_fields
+from store.schema import LONG_POLICY, STATES, Measurement, State, Tag, qualified, telemetry_fields
 
 __all__ = [
     "DATASOURCE",
@@ -33,6 +33,7 @@ __all__ = [
     "by_regexp",
     "cell",
     "dashboard",
+    "long_term",
     "match",
     "reading_field",
     "state_cell",
@@ -236,9 +237,18 @@ def reading_field(name: str) -> str:
     return name
 
 
+def long_term(measurement: Measurement) -> str:
+    """A health result in InfluxQL (``"oxyfleet_long".unit_state``): raw telemetry expires, these stay.
+
+    The one place the dashboards and alert rules name the long-term policy (docs/operations.md, "Data
+    lifecycle"); Grafana's InfluxQL sends it as written.
+    """
+    return qualified(measurement, LONG_POLICY)
+
+
 def tag_values(key: str, where: str = "") -> str:
     """A variable query: the values of a unit tag in ``unit_state`` (every evaluated unit is there)."""
-    return f'SHOW TAG VALUES FROM "{Measurement.UNIT_STATE}" WITH KEY = "{key}"' + (
+    return f'SHOW TAG VALUES FROM {long_term(Measurement.UNIT_STATE)} WITH KEY = "{key}"' + (
         f" WHERE {where}" if where else ""
     )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from dashboards.panels import FILTER
+from dashboards.panels import FILTER, long_term
 from store.schema import (
     ACCOUNTED,
     STATES,
@@ -63,7 +63,8 @@ def current_state(where: str = FILTER) -> str:
     fields = (StateField.STATE, StateField.REASON, StateField.CODE, StateField.MAINTENANCE_DUE)
     selected = ", ".join(f"last({_q(f)}) AS {_q(f)}" for f in fields)
     return (
-        f"SELECT {selected} FROM {_q(Measurement.UNIT_STATE)} WHERE {LIVE} AND {where} GROUP BY {UNIT_GROUP}"
+        f"SELECT {selected} FROM {long_term(Measurement.UNIT_STATE)} WHERE {LIVE} AND {where} "
+        f"GROUP BY {UNIT_GROUP}"
     )
 
 
@@ -95,7 +96,7 @@ def last_telemetry(*fields: str) -> str:
 def state_since() -> str:
     """Per unit: the latest change within the range, stamped with its time ("since")."""
     return (
-        f"SELECT last({_q(EventField.TO)}) AS changed_to FROM {_q(Measurement.UNIT_EVENT)} "
+        f"SELECT last({_q(EventField.TO)}) AS changed_to FROM {long_term(Measurement.UNIT_EVENT)} "
         f"WHERE $timeFilter AND {FILTER} GROUP BY {UNIT_GROUP}"
     )
 
@@ -112,7 +113,7 @@ def telemetry_series(field: str, *, by: str = Tag.UNIT_ID) -> str:
 def state_timeline() -> str:
     """The state of each minute, one series per unit."""
     return (
-        f"SELECT last({_q(StateField.STATE)}) AS {_q(StateField.STATE)} FROM {_q(Measurement.UNIT_STATE)} "
+        f"SELECT last({_q(StateField.STATE)}) AS {_q(StateField.STATE)} FROM {long_term(Measurement.UNIT_STATE)} "
         f"WHERE $timeFilter AND {FILTER} GROUP BY time(1m), {_q(Tag.UNIT_ID)} fill(none)"
     )
 
@@ -121,7 +122,7 @@ def events() -> str:
     """State changes, newest first."""
     fields = ", ".join(_q(f) for f in (EventField.FROM, EventField.TO, EventField.REASON, EventField.CODE))
     return (
-        f"SELECT {fields} FROM {_q(Measurement.UNIT_EVENT)} WHERE $timeFilter AND {FILTER} "
+        f"SELECT {fields} FROM {long_term(Measurement.UNIT_EVENT)} WHERE $timeFilter AND {FILTER} "
         f"GROUP BY {_q(Tag.UNIT_ID)} ORDER BY time DESC"
     )
 
@@ -140,7 +141,7 @@ def hours() -> str:
 def uptime(group: str) -> str:
     """Availability and hours per state over the range, per ``group`` (tags, comma-separated)."""
     return (
-        f"SELECT {availability()}, {hours()} FROM {_q(Measurement.UNIT_STATE)} "
+        f"SELECT {availability()}, {hours()} FROM {long_term(Measurement.UNIT_STATE)} "
         f"WHERE $timeFilter AND {FILTER} GROUP BY {group}"
     )
 
@@ -148,7 +149,7 @@ def uptime(group: str) -> str:
 def uptime_series(by: str) -> str:
     """Availability per interval, one series per ``by`` tag."""
     return (
-        f"SELECT {availability()} FROM {_q(Measurement.UNIT_STATE)} WHERE $timeFilter AND {FILTER} "
+        f"SELECT {availability()} FROM {long_term(Measurement.UNIT_STATE)} WHERE $timeFilter AND {FILTER} "
         f"GROUP BY time($__interval), {_q(by)} fill(none)"
     )
 

@@ -126,34 +126,49 @@ class UnitFacts:
             self.hours[unit_id] = hours
 
 
-def load_facts(reader: InfluxQL, before_ms: int | None = None) -> UnitFacts:
+def load_facts(reader: InfluxQL, before_ms: int | None = None, long_rp: str | None = None) -> UnitFacts:
     """First and last reading and run hours per unit, from telemetry (last ones before ``before_ms``).
 
     Selectors on several fields return time 0 in InfluxQL, so each field is its own statement, in one
     request; every reading carries at least one of running, purity and flow (the payload contract).
+    Raw telemetry expires (90 days by default) while its per-minute aggregates in ``long_rp`` stay, so
+    first and last are also read from those: a unit silent for longer is no_data, not never_connected.
+    (Run hours are not aggregated: after the raw period the maintenance flag comes from new readings.)
     """
     where = "" if before_ms is None else f" WHERE time < {int(before_ms)}ms"
     probes = ("running", "purity_pct", "flow_lpm")
+    minutes = qualified(Measurement.TELEMETRY_1M, long_rp)
+    kept = (aggregate_field("purity_pct", "mean"), aggregate_field("flow_lpm", "mean"))
     # Constants and an int only: nothing to inject.
     statements = [f"SELECT first({f}) FROM {Measurement.TELEMETRY} GROUP BY {Tag.UNIT_ID}" for f in probes]  # noqa: S608
     statements += [
         f"SELECT last({f}) FROM {Measurement.TELEMETRY}{where} GROUP BY {Tag.UNIT_ID}"  # noqa: S608
         for f in (*probes, "run_hours")
     ]
+    statements += [f"SELECT first({f}) FROM {minutes} GROUP BY {Tag.UNIT_ID}" for f in kept]  # noqa: S608
+    statements += [f"SELECT last({f}) FROM {minutes}{where} GROUP BY {Tag.UNIT_ID}" for f in kept]  # noqa: S608
     answer = reader.raw("; ".join(statements))
-    facts = UnitFacts()
+    facts, older = UnitFacts(), UnitFacts()
+    n = len(probes)
     for i, result in enumerate(answer.get("results", [])):
+        # Raw readings first; the aggregates (stamped at the minute's start) only for units with none left.
+        into = facts if i <= 2 * n else older
+        j = i if i <= 2 * n else i - (2 * n + 1)
         for series in result.get("series", []):
             unit_id = series.get("tags", {}).get(Tag.UNIT_ID)
             if not unit_id or not series.get("values"):
                 continue
             t, value = series["values"][0][0], series["values"][0][1]
-            if i < len(probes):
-                facts.seen(unit_id, int(t), -1, None)
-            elif i < 2 * len(probes):
-                facts.last[unit_id] = max(facts.last.get(unit_id, -1), int(t))
+            if j < (n if into is facts else len(kept)):
+                into.seen(unit_id, int(t), -1, None)
+            elif into is older or j < 2 * n:
+                into.last[unit_id] = max(into.last.get(unit_id, -1), int(t))
             elif value is not None:
                 facts.hours[unit_id] = float(value)
+    for unit_id, first in older.first.items():
+        facts.first.setdefault(unit_id, first)
+    for unit_id, last in older.last.items():
+        facts.last.setdefault(unit_id, last)
     return facts
 
 
@@ -458,7 +473,7 @@ class HealthEngine:
         write_from = begin if priors else start_ms
         if not priors:
             begin = start_ms
-        facts = load_facts(self.reader, begin)
+        facts = load_facts(self.reader, begin, self.long_rp)
         evaluation = Evaluation(start_ms, start_ms)
         cursor = start_ms
         while cursor < end_ms:
@@ -503,7 +518,7 @@ class HealthEngine:
         start -= start % MINUTE_MS
         started = time.perf_counter()
         if not self._facts_loaded:
-            self.facts = load_facts(self.reader)
+            self.facts = load_facts(self.reader, long_rp=self.long_rp)
             self._facts_loaded = True
         late = self._reevaluate_late(start, now_ms)
         changed_from = self._refresh_cache(start - self.pad_ms, now_ms, late.refetch)

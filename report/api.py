@@ -85,8 +85,12 @@ def report_router(
     zones: dict[str, str] | None = None,
     programme_zone: str = "Asia/Jakarta",
     target_pct: float = 95.0,
+    retention_policy: str | None = None,
 ) -> APIRouter:
-    """The reports router over ``reader`` and the (live, reloadable) inventory."""
+    """The reports router over ``reader`` and the (live, reloadable) inventory.
+
+    ``retention_policy``: where the health results live (the engine's ``long_rp``).
+    """
     router = APIRouter(prefix="/api/reports", tags=["reports"])
 
     @router.get(
@@ -119,7 +123,9 @@ def report_router(
             raise HTTPException(404, f"no {by} {name!r} in the inventory")
         try:
             with _DRAW:
-                rep = make_report(reader, found[0], month, target_pct=target_pct)
+                rep = make_report(
+                    reader, found[0], month, target_pct=target_pct, retention_policy=retention_policy
+                )
                 if fmt == "json":
                     return JSONResponse(summary(rep))
                 if fmt == "csv":

@@ -79,6 +79,7 @@ def make_report(
     target_pct: float = 95.0,
     plotted: int = 40,
     now_ms: int | None = None,
+    retention_policy: str | None = None,
 ) -> Report:
     """Read and compute one report (``month`` like 2026-11, in the scope's zone)."""
     period = Period.parse(month, scope.zone)
@@ -92,5 +93,6 @@ def make_report(
         province=first.province if scope.by == "province" else None,
         plotted=plotted,
         now_ms=now,
+        retention_policy=retention_policy,
     )
     return build_report(scope.by, scope.name, scope.units, data, period, target_pct=target_pct, now_ms=now)

@@ -18,7 +18,18 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from store.reader import quote
-from store.schema import ACCOUNTED, STATES, EventField, Measurement, State, StateField, Tag, seconds_field
+from store.schema import (
+    ACCOUNTED,
+    STATES,
+    EventField,
+    Measurement,
+    State,
+    StateField,
+    Tag,
+    aggregate_field,
+    qualified,
+    seconds_field,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -132,11 +143,22 @@ def booked_from(unit: Unit, zone: ZoneInfo) -> int:
 class _Reader:
     """The report's queries over one scope (a tag filter, and the inventory units in scope)."""
 
-    def __init__(self, reader: InfluxQL, units: dict[str, Unit], scope_where: str, zone: ZoneInfo) -> None:
+    def __init__(
+        self,
+        reader: InfluxQL,
+        units: dict[str, Unit],
+        scope_where: str,
+        zone: ZoneInfo,
+        retention_policy: str | None = None,
+    ) -> None:
         self.reader = reader
         self.units = units
         self.scope = scope_where
         self.zone = zone
+        # The health results live in the long-term policy; raw telemetry stays in the default one.
+        self.state = qualified(Measurement.UNIT_STATE, retention_policy)
+        self.event = qualified(Measurement.UNIT_EVENT, retention_policy)
+        self.minutes = qualified(Measurement.TELEMETRY_1M, retention_policy)
 
     def _where(self, start_ms: int, end_ms: int, extra: str = "") -> str:
         where = f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms{self.scope}"
@@ -147,7 +169,7 @@ class _Reader:
         sums = ", ".join(f"sum({seconds_field(s)}) AS {s}" for s in STATES)
         last = f", last({StateField.MAINTENANCE_DUE}) AS due" if due else ""
         rows = self.reader.rows(
-            f"SELECT {sums}{last} FROM {Measurement.UNIT_STATE} "  # noqa: S608 - literals escaped
+            f"SELECT {sums}{last} FROM {self.state} "  # noqa: S608 - literals escaped
             f"WHERE {self._where(period.start_ms, period.end_ms)} GROUP BY {Tag.UNIT_ID}"
         )
         seconds: dict[str, dict[str, float]] = {}
@@ -168,7 +190,7 @@ class _Reader:
                 seconds.pop(uid, None)
         for clause in _id_filters(late):
             for row in self.reader.rows(
-                f"SELECT {sums} FROM {Measurement.UNIT_STATE} "  # noqa: S608
+                f"SELECT {sums} FROM {self.state} "  # noqa: S608
                 f"WHERE {self._where(period.start_ms, period.end_ms, clause)} "
                 f"GROUP BY time(1h), {Tag.UNIT_ID} tz({quote(period.zone.key)})"
             ):
@@ -203,7 +225,7 @@ class _Reader:
         strips = {uid: [""] * period.hours for uid in unit_ids}
         for clause in _id_filters(strips):
             for row in self.reader.rows(
-                f"SELECT {sums} FROM {Measurement.UNIT_STATE} "  # noqa: S608
+                f"SELECT {sums} FROM {self.state} "  # noqa: S608
                 f"WHERE {self._where(period.start_ms, period.end_ms, clause)} "
                 f"GROUP BY time(1h), {Tag.UNIT_ID} tz({quote(period.zone.key)})"
             ):
@@ -231,7 +253,7 @@ class _Reader:
     def events(self, period: Period, until_ms: int) -> list[Event]:
         """Transitions from the start of the period until ``until_ms`` (to find when faults ended)."""
         rows = self.reader.rows(
-            f'SELECT "{EventField.TO}", "{EventField.REASON}" FROM {Measurement.UNIT_EVENT} '  # noqa: S608
+            f'SELECT "{EventField.TO}", "{EventField.REASON}" FROM {self.event} '  # noqa: S608
             f"WHERE {self._where(period.start_ms, until_ms)} GROUP BY {Tag.UNIT_ID}"
         )
         events = [
@@ -248,14 +270,23 @@ class _Reader:
         return events
 
     def reported_before(self, end_ms: int, unit_ids: Iterable[str]) -> set[str]:
-        """Which of these units ever sent a reading before ``end_ms`` (the never-connected check)."""
+        """Which of these units ever sent a reading before ``end_ms`` (the never-connected check).
+
+        Raw readings expire (90 days by default), their per-minute aggregates do not: a unit that reported
+        only before the raw period is still one that connected once.
+        """
         seen: set[str] = set()
+        sources = (
+            (Measurement.TELEMETRY, "purity_pct"),
+            (self.minutes, aggregate_field("purity_pct", "mean")),
+        )
         for clause in _id_filters(unit_ids):
-            for row in self.reader.rows(
-                f"SELECT last(purity_pct) AS p FROM {Measurement.TELEMETRY} "  # noqa: S608
-                f"WHERE time < {int(end_ms)}ms AND {clause} GROUP BY {Tag.UNIT_ID}"
-            ):
-                seen.add(row[Tag.UNIT_ID])
+            for source, column in sources:
+                for row in self.reader.rows(
+                    f"SELECT last({column}) AS p FROM {source} "  # noqa: S608
+                    f"WHERE time < {int(end_ms)}ms AND {clause} GROUP BY {Tag.UNIT_ID}"
+                ):
+                    seen.add(row[Tag.UNIT_ID])
         return seen
 
 
@@ -268,14 +299,18 @@ def read_month(
     province: str | None = None,
     plotted: int = 40,
     now_ms: int | None = None,
+    retention_policy: str | None = None,
 ) -> MonthData:
-    """Read one report's data: this month and the previous one, over ``units`` (the scope)."""
+    """Read one report's data: this month and the previous one, over ``units`` (the scope).
+
+    ``retention_policy`` is where the health results live (``store.retention.results_policy``).
+    """
     scope = ""
     if hospital:
         scope += f" AND {Tag.HOSPITAL} = {quote(hospital)}"
     if province:
         scope += f" AND {Tag.PROVINCE} = {quote(province)}"
-    q = _Reader(reader, units, scope, period.zone)
+    q = _Reader(reader, units, scope, period.zone, retention_policy)
     data = MonthData()
     data.seconds, data.maintenance_due = q.state_sums(period, due=True)
     data.prev_seconds, _ = q.state_sums(period.previous(), due=False)

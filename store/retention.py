@@ -1,7 +1,8 @@
 """Data lifecycle on InfluxDB 1.x: raw telemetry bounded, the health engine's results kept.
 
-Turned on by ``OXYFLEET_INFLUX__LONG_RETENTION_POLICY`` (e.g. ``oxyfleet_long``); off by default until
-the Grafana dashboards and alert rules read the health measurements from that policy.
+On by default (``OXYFLEET_INFLUX__LONG_RETENTION_POLICY`` = ``oxyfleet_long``; empty turns it off): every
+reader of the health results, the Grafana dashboards and alert rules included, names that policy
+(``store.schema.qualified``).
 
 At 20,000 units every 10 s the raw stream is ~173 million readings a day, so raw telemetry cannot be kept
 forever; monthly reports and year-long charts read ``unit_state`` and the per-minute aggregates

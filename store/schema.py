@@ -18,6 +18,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
+from core.settings import LONG_RETENTION_POLICY
 from devices.payload import PAYLOAD_MODELS
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "AGGREGATED",
     "AGGREGATES",
     "LATE_AFTER_MS",
+    "LONG_POLICY",
     "STATES",
     "UNIT_TAGS",
     "UNREGISTERED",
@@ -134,6 +136,12 @@ def aggregate_field(field: str, stat: str) -> str:
         msg = f"not an aggregated field/statistic: {field} {stat}"
         raise ValueError(msg)
     return f"{field}_{stat}"
+
+
+# The retention policy of the health results (unit_state, unit_event, unit_status, unit_history,
+# telemetry_1m) on the v1 API. The static dashboards and alert rules read them under this name; the
+# processes take it from ``OXYFLEET_INFLUX__LONG_RETENTION_POLICY``, whose default it is.
+LONG_POLICY: Final = LONG_RETENTION_POLICY
 
 
 def qualified(measurement: Measurement, retention_policy: str | None) -> str:

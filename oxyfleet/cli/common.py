@@ -145,5 +145,6 @@ def serve_health_api(engine: HealthEngine, loaded: Settings) -> None:
         zones=loaded.report.zones,
         programme_zone=loaded.report.programme_zone,
         target_pct=loaded.report.target_pct,
+        retention_policy=engine.long_rp,
     )
     serve_api(engine, loaded, routers=[reports])

@@ -95,6 +95,7 @@ def report_cmd(
     from report.render import ReportRenderError, to_csv, to_html, to_pdf  # noqa: PLC0415
     from report.zones import DEFAULT_ZONE  # noqa: PLC0415
     from store.reader import InfluxQL  # noqa: PLC0415
+    from store.retention import results_policy  # noqa: PLC0415
 
     settings = _settings()
     try:
@@ -129,6 +130,7 @@ def report_cmd(
                 month,
                 target_pct=settings.report.target_pct,
                 plotted=settings.report.plotted_units,
+                retention_policy=results_policy(settings.influx),
             )
             path = out / f"{by}-{_file_name(scope.name)}-{month}-{lang}.{fmt}"
             if fmt == "csv":

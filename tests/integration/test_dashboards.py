@@ -29,10 +29,10 @@ from dashboards.panels import SEVERITY_COLOURS, STATE_COLOURS
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from fleetsim.faults import Fault, FaultKind
 from fleetsim.simulator import FleetPublisher, Simulator, units_from_inventory
-from health.engine import HealthEngine
+from health.service import build_engine
 from ingest.spool import Spool
 from store.lineproto import LineBuilder
-from store.schema import STATES
+from store.schema import LONG_POLICY, STATES
 from store.writer import InfluxSink, make_transport
 
 if TYPE_CHECKING:
@@ -99,9 +99,12 @@ def fleet(start_ingester, influx, prefix, settings_for, tmp_path: Path, wait_for
     now_ns = time.time_ns()
     pipeline.sink.write([stats.stats(pipeline.snapshot(), now_ns - k * 10**10) for k in range(30, -1, -1)])
     sink = InfluxSink(make_transport(settings.influx))
-    engine = HealthEngine(influx, sink, path)
+    # Built the way `oxyfleet health` builds it: the lifecycle on, results in the long-term policy.
+    engine = build_engine(settings_for("dash-health", inventory_file=path), writing=True)
+    assert engine.long_rp == LONG_POLICY
     now = int(time.time() * 1000)
     engine.evaluate_range(sim.sim_start_ms, now)
+    assert not influx.rows("SELECT count(code) FROM unit_state")  # not in the default policy: its own
     yield {
         "units": units,
         "faulted": faulted,
@@ -114,6 +117,9 @@ def fleet(start_ingester, influx, prefix, settings_for, tmp_path: Path, wait_for
         "tmp": tmp_path,
     }
     sink.close()
+    assert engine.sink is not None
+    engine.sink.close()
+    engine.reader.close()
 
 
 def board(name: str) -> dict[str, Any]:

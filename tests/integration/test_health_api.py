@@ -25,9 +25,11 @@ from click.testing import CliRunner
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from health.api import create_app
 from health.engine import HealthEngine
+from health.service import build_engine
 from ingest.decode import Decoder, Inbound
 from oxyfleet.cli import cli
 from store.lineproto import LineBuilder
+from store.schema import LONG_POLICY
 from store.writer import InfluxSink, make_transport
 
 if TYPE_CHECKING:
@@ -67,10 +69,16 @@ def engine(influx, settings_for, tmp_path: Path) -> Iterator[HealthEngine]:
                 ).readings
             ]
     assert sink.write(lines).rejected == {}
-    engine = HealthEngine(influx, sink, path)
-    engine.cycle()
-    yield engine
     sink.close()
+    # Built the way `oxyfleet health` builds it: the lifecycle on, results in the long-term policy.
+    engine = build_engine(settings_for("api-health", inventory_file=path), writing=True)
+    assert engine.long_rp == LONG_POLICY
+    engine.cycle()
+    assert not influx.rows("SELECT count(code) FROM unit_state")  # not in the default policy: its own
+    yield engine
+    assert engine.sink is not None
+    engine.sink.close()
+    engine.reader.close()
 
 
 class Client:
@@ -183,7 +191,6 @@ def test_api(engine, client) -> None:
 def test_uptime_csv(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
-    monkeypatch.setenv("OXYFLEET_INFLUX__LONG_RETENTION_POLICY", "")  # the fixture's engine wrote the default
     result = CliRunner().invoke(
         cli, ["uptime", "--since", "1h", "--format", "csv", "--hospital", "RS Umum Cempaka Raya"]
     )
@@ -271,7 +278,6 @@ def test_a_late_upload_is_reevaluated(
 def test_status_cli(engine, influx, monkeypatch) -> None:
     monkeypatch.setenv("OXYFLEET_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("OXYFLEET_INFLUX__URL", influx.url)
-    monkeypatch.setenv("OXYFLEET_INFLUX__LONG_RETENTION_POLICY", "")  # the fixture's engine wrote the default
     monkeypatch.setenv("OXYFLEET_INVENTORY_FILE", str(engine.inventory_path))
     # status answers from what the engine stored, not by evaluating readings again.
     influx.execute("DROP MEASUREMENT telemetry")

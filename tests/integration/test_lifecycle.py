@@ -1,10 +1,11 @@
 """Data lifecycle on the real InfluxDB: raw telemetry expires with its policy, the aggregates stay.
 
-oxyfleet's own setup (:func:`store.retention.apply_retention`) bounds the default policy and creates the
+The lifecycle is on by default (v1): the settings' defaults are used as they are. oxyfleet's own setup (:func:`store.retention.apply_retention`) bounds the default policy and creates the
 long-term one; the health engine writes per-minute aggregates and unit states there. Raw readings three
 hours old are then expired by a one-hour raw retention (InfluxDB's minimum), and the test waits for
 InfluxDB's retention service (scripts/services runs it every 5 s) to drop them: the aggregates and
-states of those minutes must still be there, matching the raw readings they came from.
+states of those minutes must still be there, matching the raw readings they came from, and what the
+dashboards and the uptime report read of them must be unchanged.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from dashboards.panels import tag_values
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from health.aggregates import aggregate_lines, minute_lines
-from health.engine import HealthEngine, _tags
-from store.retention import apply_retention, shard_duration
+from health.engine import HealthEngine, _tags, load_facts
+from health.uptime import uptime_rows
+from store.retention import apply_retention, results_policy, shard_duration
+from store.schema import LONG_POLICY, STATES, Tag
 from store.writer import InfluxSink, V1Transport
 
 if TYPE_CHECKING:
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 MINUTE = 60_000
-LONG = "oxyfleet_long"
+LONG = LONG_POLICY
 
 
 def _policies(influx) -> dict[str, dict[str, object]]:
@@ -37,9 +41,11 @@ def _policies(influx) -> dict[str, dict[str, object]]:
 
 def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_path: Path, wait_for) -> None:
     settings = settings_for("lifecycle")
-    influx_settings = settings.influx.model_copy(
-        update={"raw_retention": "INF", "long_retention_policy": LONG}
-    )
+    # On by default: the long-term policy is set and raw telemetry is bounded to 90 days.
+    assert (settings.influx.long_retention_policy, settings.influx.raw_retention) == (LONG, "90d")
+    assert results_policy(settings.influx) == LONG
+    # Raw kept forever at first, so that the three-hour-old readings below can be written.
+    influx_settings = settings.influx.model_copy(update={"raw_retention": "INF"})
     transport = V1Transport(influx.url, influx.database)
     apply_retention(transport, influx_settings)
     assert LONG in _policies(influx) and _policies(influx)[LONG]["duration"] == "0s"
@@ -84,6 +90,8 @@ def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_pat
     assert len(held) == len(asked) == 10
     for mine, theirs in zip(sorted(held), sorted(asked), strict=True):
         assert _fields(mine) == pytest.approx(_fields(theirs))
+    before = _read_back(influx, results_policy(settings.influx), start, end)
+    assert before[0] > 0 and before[1] == [unit.unit_id]
 
     # The operator's raw period ends: one hour (InfluxDB's minimum) makes three-hour-old readings expire.
     apply_retention(transport, influx_settings.model_copy(update={"raw_retention": "1h"}))
@@ -94,8 +102,28 @@ def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_pat
     # The long-term data of those minutes is all still there.
     assert len(influx.rows(f'SELECT * FROM "{LONG}".telemetry_1m WHERE time >= {start}ms')) == 10
     assert influx.rows(f'SELECT count(state) FROM "{LONG}".unit_state')[0]["count"] == 10
+    assert _read_back(influx, results_policy(settings.influx), start, end) == before
+    # After a restart the engine still knows the unit connected once (no_data, not never_connected).
+    assert _first_last(influx, unit.unit_id) == (
+        start,
+        end - MINUTE,
+    )  # the aggregates' first and last minutes
     raw.close()
     results.close()
+    transport.close()
+
+
+def _read_back(influx, policy: str | None, start: int, end: int) -> tuple[float, list[str]]:
+    """What readers see of the long-term data: seconds booked (`oxyfleet uptime`, the API, the reports
+    sum these) and the units the dashboards' unit variable lists."""
+    rows = uptime_rows(influx, start, end, retention_policy=policy)
+    booked = sum(float(row.get(s) or 0.0) for row in rows for s in STATES)
+    return booked, [r["value"] for r in influx.rows(tag_values(Tag.UNIT_ID))]
+
+
+def _first_last(influx, unit_id: str) -> tuple[int, int]:
+    facts = load_facts(influx, long_rp=LONG)
+    return facts.first[unit_id], facts.last[unit_id]
 
 
 def _fields(line: str) -> dict[str, float]:

@@ -33,6 +33,7 @@ import urllib3
 import uvicorn
 from babel.numbers import parse_decimal
 
+from core.settings import InfluxSettings
 from devices.inventory import COLUMNS
 from health.api import create_app
 from health.engine import HealthEngine
@@ -40,7 +41,9 @@ from health.tokens import TokenStore
 from report.api import report_router
 from report.i18n import Text
 from store.lineproto import line, tag_set
-from store.schema import UNIT_TAGS, EventField, Measurement, State, StateField, seconds_field
+from store.retention import apply_retention
+from store.schema import LONG_POLICY, UNIT_TAGS, EventField, Measurement, State, StateField, seconds_field
+from store.writer import V1Transport
 from tests.integration.conftest import run_oxyfleet
 
 if TYPE_CHECKING:
@@ -224,9 +227,9 @@ def truth_seconds(
     return avail, litres, faults, (secs[State.IN_SPEC], accounted)
 
 
-def _write(influx, lines: list[str]) -> None:
+def _write(influx, lines: list[str], rp: str | None = None) -> None:
     pool = urllib3.PoolManager()
-    url = f"{influx.url}/write?db={influx.database}&precision=ns"
+    url = f"{influx.url}/write?db={influx.database}&precision=ns" + (f"&rp={rp}" if rp else "")
     try:
         for i in range(0, len(lines), 20_000):
             resp = pool.request("POST", url, body="\n".join(lines[i : i + 20_000]).encode())
@@ -240,7 +243,8 @@ def fill(influx) -> None:
     last = ms(WITA, 2026, 11, 2)
     for u in UNITS:
         tags = tag_set(dict(zip(UNIT_TAGS, (u.hospital, u.kind, u.model, u.province, u.uid), strict=True)))
-        lines: list[str] = []
+        lines: list[str] = []  # the health engine's results: in the long-term policy, as it writes them
+        raw: list[str] = []  # readings: in the default policy
         prev: Seg | None = None
         for t in range(first, last, MIN_MS):
             s = seg_at(u, t)
@@ -275,12 +279,13 @@ def fill(influx) -> None:
             if s.flow is None or not ms(u.zone, 2026, 9, 30) <= t < ms(u.zone, 2026, 11, 1, 12):
                 continue
             running = "true" if s.flow else "false"
-            lines.extend(
+            raw.extend(
                 f"{Measurement.TELEMETRY},{tags} flow_lpm={s.flow},purity_pct={s.purity},running={running} "
                 f"{(t + k * 1000) * 1_000_000}"
                 for k in range(0, 60, u.interval_s)
             )
-        _write(influx, lines)
+        _write(influx, lines, LONG_POLICY)
+        _write(influx, raw)
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +295,12 @@ def month_db(services) -> object:
     url = f"http://127.0.0.1:{os.environ.get('OXYFLEET_SERVICES_INFLUX_PORT', '8086')}"
     reader = InfluxQL(os.environ.get("OXYFLEET_TEST_INFLUX_URL", url), f"oxytest_report_{os.getpid()}")
     reader.execute(f'CREATE DATABASE "{reader.database}"')
+    # oxyfleet's own setup (as `oxyfleet health` runs it): the long-term policy for the health results. Raw
+    # kept forever here, so that the fixed months of the test stay writable whatever today's date.
+    influx = InfluxSettings(url=reader.url, database=reader.database, raw_retention="INF")
+    transport = V1Transport(influx.url, influx.database)
+    apply_retention(transport, influx)
+    transport.close()
     fill(reader)
     yield reader
     reader.execute(f'DROP DATABASE "{reader.database}"')
@@ -532,8 +543,8 @@ def test_api_tokens(month_db, inventory_file, tmp_path) -> None:
     stored = (tmp_path / "tokens.json").read_text()
     assert hospital_token.split("_", 2)[2] not in stored and "scrypt" in stored  # hashed, never the token
 
-    engine = HealthEngine(month_db, None, inventory_file)
-    router = report_router(month_db, lambda: engine.inventory)
+    engine = HealthEngine(month_db, None, inventory_file, long_rp=LONG_POLICY)
+    router = report_router(month_db, lambda: engine.inventory, retention_policy=engine.long_rp)
     # loopback=False: what serve_api sets for a non-loopback binding such as 0.0.0.0.
     app = create_app(
         engine, month_db, tokens=TokenStore(tmp_path / "tokens.json"), loopback=False, routers=[router]
@@ -608,3 +619,35 @@ def test_by_province_and_source(month_db, inventory_file, tmp_path) -> None:
     avail, litres, _ = truth(UNITS[0], 2026, 10)
     assert avail is not None and abs(float(rows["T-C1"]["availability_pct"]) - avail) <= 0.5
     assert abs(float(rows["T-C1"]["oxygen_litres"]) - litres) <= 0.01 * litres
+
+
+def test_a_unit_that_reported_before_the_raw_period_is_not_never_connected(influx, inventory_file) -> None:
+    """Raw readings expire (90 days); the per-minute aggregates the engine kept say the unit connected once."""
+    from devices.inventory import load_inventory
+    from report.data import Period, read_month
+    from store.schema import aggregate_field
+
+    settings = InfluxSettings(url=influx.url, database=influx.database)
+    transport = V1Transport(influx.url, influx.database)
+    apply_retention(transport, settings)
+    transport.close()
+    unit = load_inventory(inventory_file).units["T-N1"]
+    period = Period.parse("2026-10", WITA)
+
+    def reported() -> set[str]:
+        data = read_month(
+            influx, {unit.unit_id: unit}, period, now_ms=period.end_ms, retention_policy=LONG_POLICY
+        )
+        return data.ever_reported
+
+    assert reported() == set()  # nothing stored: never connected
+    tags = tag_set(
+        dict(zip(UNIT_TAGS, (unit.hospital, unit.kind, unit.model, unit.province, unit.unit_id), strict=True))
+    )
+    minute = ms(WITA, 2026, 3, 2, 10, 0) * 1_000_000  # long before the raw period: only its aggregate is left
+    _write(
+        influx,
+        [line(Measurement.TELEMETRY_1M, tags, {aggregate_field("purity_pct", "mean"): 93.0}, minute)],
+        LONG_POLICY,
+    )
+    assert reported() == {unit.unit_id}

@@ -260,7 +260,11 @@ def test_the_influxdb_first_start_script_creates_one_scoped_credential_per_role(
     secrets.mkdir()
     calls = tmp_path / "calls"
     stand_in = bin_dir / "influx"
-    stand_in.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\n')
+    # `influx bucket create` prints the new bucket's row (id first); the rest prints nothing.
+    stand_in.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\n'
+        '[ "$1" = bucket ] && printf "10n9\\toxyfleet/oxyfleet_long\\tinfinite\\n"\nexit 0\n'
+    )
     stand_in.chmod(0o755)
     for role in ("ingester", "health", "grafana"):
         (secrets / f"influxdb_{role}_password").write_text(f"pw-{role}\n")
@@ -268,6 +272,7 @@ def test_the_influxdb_first_start_script_creates_one_scoped_credential_per_role(
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "OXYFLEET_SECRETS_DIR": str(secrets),
         "DOCKER_INFLUXDB_INIT_BUCKET_ID": "b0c4e7",
+        "DOCKER_INFLUXDB_INIT_BUCKET": "oxyfleet",
         "DOCKER_INFLUXDB_INIT_ORG": "oxyfleet",
     }
     script = str(ROOT / "docker" / "influxdb" / "10-oxyfleet-roles.sh")
@@ -276,12 +281,16 @@ def test_the_influxdb_first_start_script_creates_one_scoped_credential_per_role(
     made = calls.read_text().splitlines()
     common = "v1 auth create --org oxyfleet --username"
     assert made == [
+        "bucket create --org oxyfleet --name oxyfleet/oxyfleet_long --retention 0 --hide-headers",
         f"{common} oxyfleet-ingester --password pw-ingester --description oxyfleet oxyfleet-ingester --write-bucket b0c4e7",
         (
             f"{common} oxyfleet-health --password pw-health --description oxyfleet oxyfleet-health "
-            "--read-bucket b0c4e7 --write-bucket b0c4e7"
+            "--read-bucket b0c4e7 --write-bucket b0c4e7 --read-bucket 10n9 --write-bucket 10n9"
         ),
-        f"{common} oxyfleet-grafana --password pw-grafana --description oxyfleet oxyfleet-grafana --read-bucket b0c4e7",
+        (
+            f"{common} oxyfleet-grafana --password pw-grafana --description oxyfleet oxyfleet-grafana "
+            "--read-bucket b0c4e7 --read-bucket 10n9"
+        ),
     ]
     assert "pw-" not in done.stderr  # what it logs names roles and permissions, never a password
     (secrets / "influxdb_grafana_password").unlink()
