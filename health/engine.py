@@ -178,6 +178,13 @@ def _tags(unit: Unit) -> str:
     return tag_set(dict(zip(UNIT_TAGS, values, strict=True)))
 
 
+def _tags_at(inventory: Inventory, unit: Unit, at_ms: int) -> str:
+    """The tags of ``unit`` as its inventory assignment stood at ``at_ms`` (one lookup when it never moved)."""
+    if unit.unit_id not in inventory.history:
+        return _tags(unit)
+    return _tags(inventory.at(unit.unit_id, at_ms) or unit)
+
+
 class HealthEngine:
     """Evaluates the fleet; ``run`` loops, ``evaluate_range`` does one (possibly long) range."""
 
@@ -375,6 +382,9 @@ class HealthEngine:
             hours = facts.hours.get(uid)
             due = hours is not None and hours - unit.last_service_run_hours >= unit.spec.service_interval_h
             tags = _tags(unit)
+            # A unit moved between hospitals (inventory rows with valid_from, issue 19): each minute and
+            # event is booked under the assignment in force then, so per-hospital uptime follows the move.
+            moved = uid in self.inventory.history
             written = self._written.get(uid, {}) if only_changes else None
             confirm: dict[int, object] = {}
             for minute in minutes(segments, max(write_from, begin), end_ms):
@@ -392,14 +402,15 @@ class HealthEngine:
                     StateField.MAINTENANCE_DUE: due,
                 }
                 fields.update({seconds_field(state): float(sec) for state, sec in minute.seconds.items()})
-                result.lines.append(line(Measurement.UNIT_STATE, tags, fields, minute.start_ms * _NS_PER_MS))
+                booked = _tags_at(self.inventory, unit, minute.start_ms) if moved else tags
+                result.lines.append(line(Measurement.UNIT_STATE, booked, fields, minute.start_ms * _NS_PER_MS))
             for change in transitions(segments, prior):
                 if change.at_ms < write_from:
                     continue
                 result.events.add((uid, change.at_ms))
                 event = line(
                     Measurement.UNIT_EVENT,
-                    tags,
+                    _tags_at(self.inventory, unit, change.at_ms) if moved else tags,
                     {
                         EventField.FROM: change.before.state,
                         EventField.TO: change.after.state,
@@ -759,7 +770,9 @@ class HealthEngine:
                         StateField.MAINTENANCE_DUE: due,
                     }
                     fields.update({seconds_field(state): sec for state, sec in seconds.items()})
-                    out.lines.append(line(Measurement.UNIT_STATE, _tags(unit), fields, m * _NS_PER_MS))
+                    out.lines.append(
+                        line(Measurement.UNIT_STATE, _tags_at(self.inventory, unit, m), fields, m * _NS_PER_MS)
+                    )
                 out.written[unit_id] = confirm
                 kept = [g for g in segs[:-1] if g.end_ms > start]
                 self._segments[unit_id] = [*kept, Segment(last.start_ms, now_ms, condition)]

@@ -49,15 +49,19 @@ def scopes(
     """The reports ``by`` groups into, restricted to a hospital/province/source (case-insensitive)."""
     zones = zones or {}
     groups: dict[str, dict[str, Unit]] = {}
-    for unit in inventory.units.values():
-        if hospital and unit.hospital.casefold() != hospital.casefold():
-            continue
-        if province and unit.province.casefold() != province.casefold():
-            continue
-        if source and unit.source.casefold() != source.casefold():
-            continue
-        key = {"hospital": unit.hospital, "province": unit.province, "source": unit.source}[by]
-        groups.setdefault(key, {})[unit.unit_id] = unit
+    # Every assignment a unit had (inventory rows with valid_from): a unit that moved appears in the
+    # report of each hospital it belonged to, and the queries, filtered by the hospital tag the health
+    # engine booked each minute under, give each hospital its own part of the month.
+    for current in inventory.units.values():
+        for unit in inventory.history.get(current.unit_id, (current,)):
+            if hospital and unit.hospital.casefold() != hospital.casefold():
+                continue
+            if province and unit.province.casefold() != province.casefold():
+                continue
+            if source and unit.source.casefold() != source.casefold():
+                continue
+            key = {"hospital": unit.hospital, "province": unit.province, "source": unit.source}[by]
+            groups.setdefault(key, {})[unit.unit_id] = unit
     out: list[Scope] = []
     for name, units in sorted(groups.items()):
         first = next(iter(units.values()))

@@ -133,3 +133,25 @@ def test_period_parse() -> None:
     assert p.end.year == 2027 and p.previous().month == 11 and p.hours == 744
     with pytest.raises(ValueError, match="2026-11"):
         Period.parse("2026-13", WITA)
+
+
+def test_a_unit_that_moved_is_in_the_report_of_each_hospital_it_belonged_to(tmp_path) -> None:
+    import csv
+    import io
+
+    from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
+    from report.build import scopes
+
+    unit = load_inventory(SAMPLE_INVENTORY).units["OC-JKT-00001"]
+    rows = list(csv.reader(io.StringIO(write_inventory([unit]))))
+    header, row = rows[0], rows[1]
+    moved = list(row)
+    moved[header.index("hospital")] = "RSUD Tujuan Pindah"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(
+        [[*header, "valid_from"], [*row, ""], [*moved, "2026-11-15T00:00:00Z"]]
+    )
+    path = tmp_path / "inventory.csv"
+    path.write_text(out.getvalue())
+    names = {s.name: set(s.units) for s in scopes(load_inventory(path), "hospital")}
+    assert names == {unit.hospital: {unit.unit_id}, "RSUD Tujuan Pindah": {unit.unit_id}}
