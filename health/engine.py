@@ -403,7 +403,9 @@ class HealthEngine:
                 }
                 fields.update({seconds_field(state): float(sec) for state, sec in minute.seconds.items()})
                 booked = _tags_at(self.inventory, unit, minute.start_ms) if moved else tags
-                result.lines.append(line(Measurement.UNIT_STATE, booked, fields, minute.start_ms * _NS_PER_MS))
+                result.lines.append(
+                    line(Measurement.UNIT_STATE, booked, fields, minute.start_ms * _NS_PER_MS)
+                )
             for change in transitions(segments, prior):
                 if change.at_ms < write_from:
                     continue
@@ -771,7 +773,9 @@ class HealthEngine:
                     }
                     fields.update({seconds_field(state): sec for state, sec in seconds.items()})
                     out.lines.append(
-                        line(Measurement.UNIT_STATE, _tags_at(self.inventory, unit, m), fields, m * _NS_PER_MS)
+                        line(
+                            Measurement.UNIT_STATE, _tags_at(self.inventory, unit, m), fields, m * _NS_PER_MS
+                        )
                     )
                 out.written[unit_id] = confirm
                 kept = [g for g in segs[:-1] if g.end_ms > start]
