@@ -45,7 +45,8 @@ def test_minutes_follow_the_unit_to_its_new_hospital(influx, tmp_path: Path) -> 
     writer.writerows([[*header, "valid_from"], [*row, ""], [*second, when]])
     path = tmp_path / "inventory.csv"
     path.write_text(out.getvalue())
-    assert load_inventory(path).at(unit.unit_id, moved_at + 1).hospital == NEW_HOSPITAL
+    after = load_inventory(path).at(unit.unit_id, moved_at + 1)
+    assert after is not None and after.hospital == NEW_HOSPITAL
 
     sink = InfluxSink(V1Transport(influx.url, influx.database))
     lines = [
