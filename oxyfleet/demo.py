@@ -25,6 +25,7 @@ from fleetsim.simulator import FleetPublisher, Simulator, units_from_inventory
 from health.model import UnitStatus, state_counts
 from health.service import build_engine
 from ingest.service import build_ingester
+from store.lineproto import KEY_WINDOW_NS
 from store.reader import InfluxQL
 from store.schema import Measurement, RejectedField, Tag, TelemetryField
 
@@ -53,7 +54,9 @@ def _table(reader: InfluxQL, since_ns: int, sim_since_ms: int) -> tuple[list[dic
         row["reason"]: int(row["n"])
         for row in reader.rows(
             f"SELECT count({RejectedField.PAYLOAD_BYTES}) AS n FROM {Measurement.REJECTED} "  # noqa: S608
-            f"WHERE time >= {int(since_ns)} GROUP BY {Tag.REASON}"
+            # Rejections are stamped within the minute they arrived (keyed for redelivery, issue 19), so
+            # the demo counts from the start of the minute it began in.
+            f"WHERE time >= {int(since_ns - since_ns % KEY_WINDOW_NS)} GROUP BY {Tag.REASON}"
         )
     }
     return sorted(units, key=lambda r: r["unit_id"]), rejected
