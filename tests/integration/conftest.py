@@ -18,7 +18,9 @@ import threading
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,7 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core.settings import BufferSettings, InfluxSettings, MqttSettings, Settings, SpoolSettings
+from health.alerts import Alerter
 from ingest.service import Ingester, build_ingester
 from store.reader import InfluxQL
 
@@ -232,6 +235,80 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def stored_readings(influx: InfluxQL) -> int:
+    """How many readings the test's database holds (``count`` of a field every reading has)."""
+    rows = influx.rows("SELECT count(seq) FROM telemetry")
+    return int(rows[0]["count"]) if rows else 0
+
+
+def wait_until_stored(influx: InfluxQL, readings: int, timeout: float = 60.0) -> None:
+    """Wait until the ingester has stored exactly ``readings`` readings (a simulator run's published count)."""
+    wait_for(lambda: stored_readings(influx) == readings, timeout=timeout)
+
+
+@dataclass
+class AlertCapture:
+    """An alerter on the real broker and a local webhook, and what each of them received.
+
+    ``received`` holds the MQTT alerts with their ``topic`` added; ``posts`` the webhook bodies as sent.
+    """
+
+    alerter: Alerter
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    def settled(self) -> bool:
+        """Every alert the alerter published has reached both the broker's subscriber and the webhook."""
+        return len(self.posts) == len(self.received) == self.alerter.published
+
+
+@contextmanager
+def alert_capture(settings: Settings, prefix: str, backoff_s: float = 1.0) -> Iterator[AlertCapture]:
+    """Capture what an :class:`Alerter` sends over MQTT (``<prefix>-alerts/#``) and to a webhook."""
+    posts: list[dict[str, Any]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    received: list[dict[str, Any]] = []
+    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    subscriber.on_subscribe = lambda *_a: subscribed.set()
+    subscriber.on_message = lambda _c, _u, m: received.append({"topic": m.topic, **json.loads(m.payload)})
+    subscriber.on_connect = lambda c, *_a: c.subscribe(f"{prefix}-alerts/#", qos=1)
+    subscriber.connect(settings.mqtt.host, settings.mqtt.port)
+    subscriber.loop_start()
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    try:
+        assert subscribed.wait(10), "the alert subscriber was not subscribed within 10 s"
+        sender.connect(settings.mqtt.host, settings.mqtt.port)
+        sender.loop_start()
+        alerter = Alerter(
+            sender,
+            [f"http://127.0.0.1:{server.server_address[1]}/hook"],
+            topic_prefix=f"{prefix}-alerts",
+            backoff_s=backoff_s,
+        )
+        try:
+            yield AlertCapture(alerter, posts, received)
+        finally:
+            alerter.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        for client in (subscriber, sender):
+            client.disconnect()
+            client.loop_stop()
 
 
 @pytest.fixture(name="wait_for")

@@ -34,6 +34,7 @@ from ingest.spool import Spool
 from store.lineproto import LineBuilder
 from store.schema import LONG_POLICY, STATES
 from store.writer import InfluxSink, make_transport
+from tests.integration.conftest import wait_until_stored
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -85,13 +86,7 @@ def fleet(start_ingester, influx, prefix, settings_for, tmp_path: Path, wait_for
         faulted[unit.unit_id] = kind.value
     summary = sim.run(threading.Event())
     publisher.close()
-    wait_for(
-        lambda: (
-            (influx.rows("SELECT count(seq) FROM telemetry") or [{"count": 0}])[0]["count"]
-            == summary.readings_published
-        ),
-        timeout=60,
-    )
+    wait_until_stored(influx, summary.readings_published)
     # What the ingester does every 10 s in production, for the last five minutes: its real snapshot through
     # a line builder of the same instance (the ingester's own one has handed out later timestamps already).
     pipeline = running.ingester.pipeline

@@ -24,24 +24,20 @@ readings every 5-10 s shift each boundary by at most one interval, ~0.1 pp over 
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from fleetsim.simulator import FleetPublisher, Simulator, units_from_inventory
-from health.alerts import Alerter
 from health.engine import HealthEngine
 from health.rules import availability
 from health.uptime import uptime_rows
 from store.writer import InfluxSink, make_transport
+from tests.integration.conftest import AlertCapture, alert_capture, wait_until_stored
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -96,13 +92,7 @@ def test_engine_matches_ground_truth_and_survives_restart(
     )
     summary = sim.run(threading.Event())
     publisher.close()
-    wait_for(
-        lambda: (
-            (influx.rows("SELECT count(seq) FROM telemetry") or [{"count": 0}])[0]["count"]
-            == summary.readings_published
-        ),
-        timeout=60,
-    )
+    wait_until_stored(influx, summary.readings_published)
     assert {f.kind.value for f in sim.faults} == {
         "sieve_wear",
         "flow_restriction",
@@ -174,53 +164,13 @@ def test_engine_matches_ground_truth_and_survives_restart(
     check_alerts(influx, settings, prefix, inventory_file, units, sim, start, end, wait_for)
 
 
+ALERT_CYCLE_MS = 30_000
+
+
 def check_alerts(influx, settings, prefix, inventory_file, units, sim, start, end, wait_for) -> None:
-    posts: list[dict[str, Any]] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    received: list[dict[str, Any]] = []
-    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    subscribed = threading.Event()
-    subscriber.on_subscribe = lambda *_a: subscribed.set()
-    subscriber.on_message = lambda _c, _u, m: received.append({"topic": m.topic, **json.loads(m.payload)})
-    subscriber.on_connect = lambda c, *_a: c.subscribe(f"{prefix}-alerts/#", qos=1)
-    subscriber.connect(settings.mqtt.host, settings.mqtt.port)
-    subscriber.loop_start()
-    assert subscribed.wait(10)
-    sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    sender.connect(settings.mqtt.host, settings.mqtt.port)
-    sender.loop_start()
-    alerter = Alerter(
-        sender,
-        [f"http://127.0.0.1:{server.server_address[1]}/hook"],
-        topic_prefix=f"{prefix}-alerts",
-        backoff_s=0.1,
-    )
-    clock = [0.0]
-    engine = HealthEngine(
-        influx, None, inventory_file, cycle_s=30, clock=lambda: clock[0], on_change=alerter.notify
-    )
-    cycle_ms = 30_000
-    for t in range(start + 15 * MINUTE, end + 1, cycle_ms):  # start once a full lookback window has data
-        clock[0] = t / 1000
-        engine.cycle()
-    alerter.close()
-    wait_for(lambda: len(received) == len(posts) == alerter.published)
-    server.shutdown()
-    server.server_close()
-    for client in (subscriber, sender):
-        client.disconnect()
-        client.loop_stop()
+    with alert_capture(settings, prefix, backoff_s=0.1) as capture:
+        _alert_cycles(influx, inventory_file, capture, start, end, wait_for)
+    posts, received = capture.posts, capture.received
     faults = {f.unit_id: f.record() for f in sim.faults}
     for unit in units:
         mine = [a for a in posts if a["unit_id"] == unit.unit_id]
@@ -237,9 +187,24 @@ def check_alerts(influx, settings, prefix, inventory_file, units, sim, start, en
         state, reasons = EXPECTED_STATE[fault["fault"]]
         assert raises[0]["state"] == state and raises[0]["reason"] in reasons, (fault, raises)
         began = fault["crosses_90_ms"] if fault["fault"] == "sieve_wear" else fault["start_ms"]
-        limit = 120_000 + cycle_ms + unit.spec.report_interval_s * 1000
+        limit = 120_000 + ALERT_CYCLE_MS + unit.spec.report_interval_s * 1000
         raised_at = datetime.fromisoformat(raises[0]["at"]).timestamp() * 1000
         cleared_at = datetime.fromisoformat(clears[0]["at"]).timestamp() * 1000
         assert 0 <= raised_at - began <= limit, (fault, raises[0])
         assert 0 <= cleared_at - fault["end_ms"] <= limit, (fault, clears[0])
         assert unit.unit_id in raises[0]["message"] and raises[0]["hospital"] in raises[0]["message"]
+
+
+def _alert_cycles(influx, inventory_file, capture: AlertCapture, start: int, end: int, wait_for) -> None:
+    """Engine cycles every 30 s of the run, alerts to ``capture``, until all of them arrived."""
+    clock = [0.0]
+    engine = HealthEngine(
+        influx, None, inventory_file, cycle_s=30, clock=lambda: clock[0], on_change=capture.alerter.notify
+    )
+    for t in range(
+        start + 15 * MINUTE, end + 1, ALERT_CYCLE_MS
+    ):  # start once a full lookback window has data
+        clock[0] = t / 1000
+        engine.cycle()
+    capture.alerter.close()
+    wait_for(capture.settled)

@@ -18,18 +18,14 @@ import random
 import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from core.errors import SinkError
 from devices.inventory import SAMPLE_INVENTORY, load_inventory, write_inventory
 from fleetsim.faults import DOCS_KINDS, UnitState, healthy_reading
 from fleetsim.simulator import FleetPublisher, Simulator, units_from_inventory
-from health.alerts import Alerter
 from health.engine import HealthEngine
 from health.rules import availability
 from health.status import stored_status
@@ -37,10 +33,11 @@ from health.uptime import uptime_rows
 from ingest.decode import Decoder, Inbound
 from store.lineproto import LineBuilder
 from store.writer import InfluxSink, V1Transport, make_transport
+from tests.integration.conftest import alert_capture, wait_until_stored
 from tests.integration.test_faults import FaultProxy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
     from pathlib import Path
 
     from devices.inventory import Unit
@@ -115,13 +112,7 @@ def test_docs_plants_are_judged_on_their_own_measurements(
     )
     summary = sim.run(threading.Event())
     publisher.close()
-    wait_for(
-        lambda: (
-            (influx.rows("SELECT count(seq) FROM telemetry") or [{"count": 0}])[0]["count"]
-            == summary.readings_published
-        ),
-        timeout=60,
-    )
+    wait_until_stored(influx, summary.readings_published)
     faults = {f.unit_id: f.record() for f in sim.faults}
     assert {f["fault"] for f in faults.values()} == {k.value for k in DOCS_KINDS}
     start = sim.sim_start_ms - sim.sim_start_ms % MINUTE + MINUTE
@@ -295,47 +286,6 @@ def test_a_failed_write_is_written_by_the_next_cycle(influx, settings_for, tmp_p
     sink.close()
 
 
-def _alert_receivers(settings: Any, prefix: str) -> tuple[list[Any], list[Any], Alerter, Callable[[], None]]:
-    """An alerter to the real broker and a local webhook, with what each received."""
-    posts: list[dict[str, Any]] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    received: list[dict[str, Any]] = []
-    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    subscribed = threading.Event()
-    subscriber.on_subscribe = lambda *_a: subscribed.set()
-    subscriber.on_message = lambda _c, _u, m: received.append(json.loads(m.payload))
-    subscriber.on_connect = lambda c, *_a: c.subscribe(f"{prefix}-alerts/#", qos=1)
-    subscriber.connect(settings.mqtt.host, settings.mqtt.port)
-    subscriber.loop_start()
-    assert subscribed.wait(10)
-    sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    sender.connect(settings.mqtt.host, settings.mqtt.port)
-    sender.loop_start()
-    alerter = Alerter(
-        sender, [f"http://127.0.0.1:{server.server_address[1]}/hook"], topic_prefix=f"{prefix}-alerts"
-    )
-
-    def close() -> None:
-        server.shutdown()
-        server.server_close()
-        for client in (subscriber, sender):
-            client.disconnect()
-            client.loop_stop()
-
-    return posts, received, alerter, close
-
-
 def test_a_fault_inside_a_late_upload_is_notified_once_as_history(
     influx, settings_for, prefix, tmp_path: Path, wait_for
 ) -> None:
@@ -352,40 +302,45 @@ def test_a_fault_inside_a_late_upload_is_notified_once_as_history(
     t0 = now - 3 * 3600_000
     t0 -= t0 % MINUTE
     _store(sink, unit, range(t0 - 30 * MINUTE, t0, 10_000))
-    posts, received, alerter, close = _alert_receivers(settings, prefix)
-    clock = [t0 / 1000]
+    with alert_capture(settings, prefix) as capture:
+        clock = [t0 / 1000]
 
-    def engine() -> HealthEngine:
-        return HealthEngine(
-            influx, sink, path, clock=lambda: clock[0], on_change=alerter.notify, on_history=alerter.history
+        def engine() -> HealthEngine:
+            return HealthEngine(
+                influx,
+                sink,
+                path,
+                clock=lambda: clock[0],
+                on_change=capture.alerter.notify,
+                on_history=capture.alerter.history,
+            )
+
+        first = engine()
+        for t in range(t0, t0 + 60 * MINUTE + 1, 5 * MINUTE):  # offline: the engine sees silence
+            clock[0] = t / 1000
+            first.cycle()
+        fault_start, fault_end = t0 + 20 * MINUTE, t0 + 35 * MINUTE
+        upload = range(t0, t0 + 60 * MINUTE, 10_000)
+        _store(sink, unit, [t for t in upload if not fault_start <= t < fault_end])
+        _store(sink, unit, [t for t in upload if fault_start <= t < fault_end], purity_pct=79.0)
+        _late_marker(sink, unit, upload[0], upload[-1], len(upload), t0 + 60 * MINUTE + 5_000)
+        for t in (t0 + 60 * MINUTE + 15_000, t0 + 61 * MINUTE):
+            clock[0] = t / 1000
+            first.cycle()
+        clock[0] = (t0 + 62 * MINUTE) / 1000
+        engine().cycle()  # a restart reads the same late upload again
+        wait_for(capture.settled, timeout=10)
+        history = [
+            {k: v for k, v in a.items() if k != "topic"} for a in capture.received if a["event"] == "history"
+        ]
+        assert [a for a in capture.posts if a["event"] == "history"] == history
+        assert len(history) == 1, capture.received
+        (alert,) = history
+        assert (alert["unit_id"], alert["state"], alert["reason"]) == (
+            unit.unit_id,
+            "underperforming",
+            "purity_critical",
         )
-
-    first = engine()
-    for t in range(t0, t0 + 60 * MINUTE + 1, 5 * MINUTE):  # offline: the engine sees silence
-        clock[0] = t / 1000
-        first.cycle()
-    fault_start, fault_end = t0 + 20 * MINUTE, t0 + 35 * MINUTE
-    upload = range(t0, t0 + 60 * MINUTE, 10_000)
-    _store(sink, unit, [t for t in upload if not fault_start <= t < fault_end])
-    _store(sink, unit, [t for t in upload if fault_start <= t < fault_end], purity_pct=79.0)
-    _late_marker(sink, unit, upload[0], upload[-1], len(upload), t0 + 60 * MINUTE + 5_000)
-    for t in (t0 + 60 * MINUTE + 15_000, t0 + 61 * MINUTE):
-        clock[0] = t / 1000
-        first.cycle()
-    clock[0] = (t0 + 62 * MINUTE) / 1000
-    engine().cycle()  # a restart reads the same late upload again
-    wait_for(lambda: len(posts) == len(received) == alerter.published, timeout=10)
-    alerter.close()
-    history = [a for a in received if a["event"] == "history"]
-    assert [a for a in posts if a["event"] == "history"] == history
-    assert len(history) == 1, received
-    (alert,) = history
-    assert (alert["unit_id"], alert["state"], alert["reason"]) == (
-        unit.unit_id,
-        "underperforming",
-        "purity_critical",
-    )
-    assert abs(datetime.fromisoformat(alert["start"]).timestamp() * 1000 - fault_start) <= 10_000
-    assert abs(datetime.fromisoformat(alert["end"]).timestamp() * 1000 - fault_end) <= 10_000
-    close()
+        assert abs(datetime.fromisoformat(alert["start"]).timestamp() * 1000 - fault_start) <= 10_000
+        assert abs(datetime.fromisoformat(alert["end"]).timestamp() * 1000 - fault_end) <= 10_000
     sink.close()
