@@ -11,28 +11,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from devices.inventory import SAMPLE_INVENTORY, Inventory, load_inventory
 from fleetsim.faults import sieve_purity
+from tests.integration.conftest import now_ms, run_oxyfleet
 
 if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
+
     from store.reader import InfluxQL
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def simulate(prefix: str, truth: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -43,15 +38,7 @@ def simulate(prefix: str, truth: Path, *args: str, timeout: float = 180) -> subp
             "OXYFLEET_MQTT__PORT": os.environ.get("OXYFLEET_SERVICES_MQTT_PORT", "1883"),
         }
     )
-    return subprocess.run(
-        [sys.executable, "-m", "oxyfleet", "simulate", "--ground-truth", str(truth), *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_oxyfleet("simulate", "--ground-truth", str(truth), *args, env=env, timeout=timeout)
 
 
 def rows_in(influx: InfluxQL, unit: str, start: int, end: int, fields: str = "*") -> list[dict[str, Any]]:
