@@ -50,6 +50,16 @@ def _dockerignored(path: str, patterns: list[str]) -> bool:
     return result
 
 
+@pytest.fixture(name="clean_env")
+def clean_env_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No OXYFLEET_ variable, Grafana token or .env from the developer's shell may change a test's settings."""
+    for key in list(os.environ):
+        if key.startswith("OXYFLEET_"):
+            monkeypatch.delenv(key)
+    monkeypatch.delenv("GRAFANA_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(name="dockerignored")
 def dockerignored_fixture() -> Callable[[str], bool]:
     """``dockerignored(path)``: whether the repository's .dockerignore keeps ``path`` out of the image build."""

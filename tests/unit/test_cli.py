@@ -29,13 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LONG = "RS Pelabuhan Sunda Kelapa Tanjung Priok Jakarta Utara"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith("OXYFLEET_"):
-            monkeypatch.delenv(key)
-    monkeypatch.delenv("GRAFANA_TOKEN", raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:

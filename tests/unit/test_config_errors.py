@@ -24,12 +24,7 @@ if TYPE_CHECKING:
 EXIT_CONFIG = 2
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith("OXYFLEET_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 # (environment, the line the operator must see: variable, then what is wrong / what to put there)
