@@ -29,6 +29,10 @@ series, read back with one ``SELECT *`` (measured: 7.5 s, against 78 s).
 
 The rollup runs in its own thread with its own reader and sink, so a day's queries (seconds to a minute
 at 20,000 units) never hold up the engine's 15 s cycle.
+
+Long module: the point layout (offsets, markers), reading a day, and the three ways a day gets rolled up
+(completed, late, missing after a start) are one contract with :mod:`report.data`, which reads it back;
+kept together so the layout and its writers change in one place.
 """
 
 from __future__ import annotations

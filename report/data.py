@@ -1,13 +1,23 @@
 """What a report reads from InfluxDB: few, server-side aggregated InfluxQL queries per report.
 
-Sums of ``unit_state`` seconds per unit and month run in InfluxDB (one row per unit), so a report for
-20,000 units moves 20,000 rows, not 864 million minutes. Per-day and per-hour detail is read only for the
-units that need it: those commissioned during the months compared (days before commissioning are not
-booked) and those plotted (state strip, purity).
+Seconds per state, the maintenance flag and oxygen delivered come from the daily rollups (``unit_day``,
+written by the health service, :mod:`health.rollup`) for every hospital day that has one, and from the
+stored minutes (``unit_state``, and ``telemetry_1m`` for oxygen) for the rest of the month only: the
+current day, a day not yet rolled up, and the edge hours of a month counted in another zone than the
+hospital's. Why: InfluxDB 1.6 pays about series x shards, and the rollups are one series per hospital
+(the unit id a field), so a month for 20,000 units is one ``SELECT *`` over ~400 series instead of sums
+over 20,000 unit series and five shard groups (78 s measured; docs/benchmarks.md). Both ways give the
+same sums (tests/integration/test_report.py reads every scope both ways).
 
-Oxygen delivered is summed from telemetry in InfluxDB too: ``sum(flow_lpm)`` over readings whose purity is
-at or above the model's low-purity threshold, times the model's reporting interval (each reading stands
-for one interval of flow). The query runs once per device model, because the threshold is the model's.
+Per-hour detail is read from the minutes only for the units that need it: those commissioned during
+the months compared (hours before commissioning are not booked) and those plotted (state strip, purity).
+
+Oxygen delivered: for each reading whose purity is at or above its model's low-purity threshold, its
+flow times the model's reporting interval; the health engine sums it per minute (``telemetry_1m``), so
+it outlives raw telemetry (90 days).
+
+Long module: the rollup-or-minutes split and the per-scope queries share one reader (its scope filter,
+policies and units); split apart they would pass all of it around.
 """
 
 from __future__ import annotations
