@@ -8,7 +8,7 @@ report reads the rollup.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -111,7 +111,7 @@ def stored(influx: InfluxQL, tmp_path: Path) -> tuple[Rollup, InfluxSink]:
     return rollup, sink
 
 
-def day_rows(influx: InfluxQL) -> list[dict[str, object]]:
+def day_rows(influx: InfluxQL) -> list[dict[str, Any]]:
     return influx.rows(
         f"SELECT * FROM {qualified(Measurement.UNIT_DAY, LONG_POLICY)} "
         f"WHERE time >= {DAY[0]}ms AND time < {DAY[1]}ms GROUP BY hospital"
@@ -159,8 +159,7 @@ def test_late_work_redoes_the_day_and_the_report_reads_the_newest(influx, stored
     assert rollup.redo_late() == 1
     after = read_month(influx, units, period, hospital="RS A", retention_policy=LONG_POLICY, now_ms=DAY[1])
     assert (
-        after.seconds["U2"][State.UNDERPERFORMING] == 3600
-        and after.seconds["U2"][State.IN_SPEC] == 25 * 3600
+        after.seconds["U2"][State.UNDERPERFORMING] == 3600 and after.seconds["U2"][State.IN_SPEC] == 25 * 3600
     )
     minutes = read_month(
         influx, units, period, hospital="RS A", retention_policy=LONG_POLICY, now_ms=DAY[1], rollups=False
