@@ -170,3 +170,39 @@ def test_late_work_redoes_the_day_and_the_report_reads_the_newest(influx, stored
 
 def load_unit(rollup: Rollup, uid: str):
     return rollup.inventory().units[uid]
+
+
+def test_the_health_service_rolls_up_completed_days_by_itself(influx, tmp_path) -> None:
+    """`oxyfleet health` as an operator runs it: it finds completed days without a rollup and makes them."""
+    import os
+    import time
+
+    from tests.integration.conftest import run_oxyfleet
+
+    today = datetime.fromtimestamp(time.time(), tz=WITA).date()
+    d0 = int(datetime(today.year, today.month, today.day, tzinfo=WITA).timestamp() * 1000) - 2 * 86400_000
+    rows = [",".join(COLUMNS), "U9,concentrator,OC-5-DONOR,SN9,RS C,Bali,donor,2026-01-01,0"]
+    (tmp_path / "inventory.csv").write_text("\n".join(rows) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OXYFLEET_")} | {
+        "OXYFLEET_INFLUX__URL": influx.url,
+        "OXYFLEET_INFLUX__DATABASE": influx.database,
+        "OXYFLEET_INVENTORY_FILE": str(tmp_path / "inventory.csv"),
+        "OXYFLEET_HEALTH__API_PORT": "0",
+        "OXYFLEET_HEALTH__ALERTS_MQTT": "false",
+    }
+    # The day before yesterday (complete whatever the hour), as the engine stored it.
+    apply_transport = V1Transport(influx.url, influx.database)
+    apply_retention(apply_transport, InfluxSettings(url=influx.url, database=influx.database))
+    apply_transport.close()
+    sink = InfluxSink(V1Transport(influx.url, influx.database, retention_policy=LONG_POLICY))
+    assert sink.write([minute("U9", "RS C", t) for t in range(d0, d0 + 86400_000, MIN)]).rejected == {}
+    sink.close()
+    done = run_oxyfleet("health", "--duration", "8", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = influx.rows(
+        f"SELECT * FROM {qualified(Measurement.UNIT_DAY, LONG_POLICY)} "
+        f"WHERE time >= {d0}ms AND time < {d0 + 86400_000}ms GROUP BY hospital"
+    )
+    assert [r[DayField.UNITS] for r in got if r.get(DayField.UNITS) is not None] == [1]
+    (row,) = [r for r in got if r.get(DayField.UNIT_ID) == "U9"]
+    assert row[seconds_field(State.IN_SPEC)] == 86400
