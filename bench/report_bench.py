@@ -14,6 +14,11 @@ end to end with its CPU time and InfluxDB's CPU time over the same span. Prints 
 average; a benchmark, not a timed test.
 
     .venv/bin/python bench/report_bench.py --units 20000
+
+``--rollup-day N`` measures the other side instead: what making one day's rollup costs. It stores one
+local day of per-minute ``unit_state`` and ``telemetry_1m`` for N units (as the engine writes them), then
+runs ``oxyfleet health rollup --month 2026-10`` in its own process and times it (wall, its CPU,
+InfluxDB's CPU); the cost grows with the units (series) of the day.
 """
 
 from __future__ import annotations
@@ -34,8 +39,19 @@ from zoneinfo import ZoneInfo
 from devices.catalog import load_catalog
 from devices.inventory import Unit, write_inventory
 from health.rollup import DayRow, day_lines, local_days, marker_lines
+from store.lineproto import line, tag_set
 from store.reader import InfluxQL
-from store.schema import LONG_POLICY, State
+from store.schema import (
+    LONG_POLICY,
+    STATES,
+    UNIT_TAGS,
+    Measurement,
+    OxygenField,
+    State,
+    StateField,
+    aggregate_field,
+    seconds_field,
+)
 from store.writer import InfluxSink, V1Transport
 
 INFLUX = os.environ.get(
@@ -95,6 +111,69 @@ def fill(sink: InfluxSink, units: list[Unit], months: list[tuple[int, int]]) -> 
     return written
 
 
+def fill_minutes(sink: InfluxSink, units: list[Unit], day: tuple[int, int]) -> int:
+    """One local day of per-minute unit_state and telemetry_1m per unit, as the health engine writes them."""
+    written = 0
+    lines: list[str] = []
+    for u in units:
+        tags = tag_set(
+            dict(zip(UNIT_TAGS, (u.hospital, u.kind, u.model, u.province, u.unit_id), strict=True))
+        )
+        for t in range(day[0], day[1], 60_000):
+            state: dict[str, object] = {StateField.STATE: State.IN_SPEC, StateField.MAINTENANCE_DUE: False}
+            seconds = {seconds_field(s): 60.0 if s == State.IN_SPEC else 0.0 for s in STATES}
+            lines.append(line(Measurement.UNIT_STATE, tags, {**state, **seconds}, t * 1_000_000))
+            oxygen = {
+                aggregate_field("purity_pct", "mean"): 93.0,
+                OxygenField.LITRES: 5.0,
+                OxygenField.READINGS: 6,
+            }
+            lines.append(line(Measurement.TELEMETRY_1M, tags, oxygen, t * 1_000_000))
+        if len(lines) >= 20_000:
+            sink.write(lines)
+            written += len(lines)
+            lines = []
+    sink.write(lines)
+    return written + len(lines)
+
+
+def timed(
+    command: list[str], env: dict[str, str], pid: int | None
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``oxyfleet COMMAND`` in its own process: the result, and wall/CPU/InfluxDB CPU/load as text."""
+    load = os.getloadavg()
+    t0, c0, i0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN), cpu_s(pid)
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "oxyfleet", *command], env=env, capture_output=True, text=True, check=False
+    )
+    took = time.perf_counter() - t0
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    return done, (
+        f"{took:.1f} s wall, {cpu:.1f} s CPU (its process), {cpu_s(pid) - i0:.1f} s CPU (InfluxDB); "
+        f"exit {done.returncode}; load average before {load}"
+    )
+
+
+def rollup_day(units: list[Unit], db: str, sink: InfluxSink, out_dir: Path) -> None:
+    """Store one day of minutes for the units, then time `oxyfleet health rollup` over its month."""
+    day = local_days(ZONE, *(int(datetime(2026, 10, d, tzinfo=ZONE).timestamp() * 1000) for d in (15, 16)))[0]
+    began = time.perf_counter()
+    points = fill_minutes(sink, units, day)
+    print(
+        f"wrote {points:,} minute points ({len(units):,} units x 1 day) in {time.perf_counter() - began:.1f} s"
+    )
+    inv = out_dir / "inventory.csv"
+    inv.write_text(write_inventory(units))
+    env = {**os.environ, "OXYFLEET_INFLUX__URL": INFLUX, "OXYFLEET_INFLUX__DATABASE": db,
+           "OXYFLEET_INVENTORY_FILE": str(inv), "OXYFLEET_INFLUX__TIMEOUT_S": "600",
+           "OXYFLEET_INFLUX__RAW_RETENTION": "INF"}  # fmt: skip
+    done, figures = timed(["health", "rollup", "--month", "2026-10"], env, influx_pid())
+    print(f"oxyfleet health rollup --month 2026-10 ({len(units):,} units, one day with minutes): {figures}")
+    if done.returncode:
+        print(done.stderr[-2000:])
+
+
 def main() -> None:
     """Fill, then time the report command (HTML, CSV)."""
     parser = argparse.ArgumentParser(
@@ -102,6 +181,13 @@ def main() -> None:
     )
     parser.add_argument("--units", type=int, default=20_000)
     parser.add_argument("--keep", action="store_true", help="keep the database and the reports (printed)")
+    parser.add_argument(
+        "--rollup-day",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time making one day's rollup for N units instead",
+    )
     args = parser.parse_args()
     spec = load_catalog()["OC-5-DONOR"]
     units = [
@@ -122,6 +208,9 @@ def main() -> None:
     pid = influx_pid()
     out_dir = Path(tempfile.mkdtemp(prefix="report-bench-"))
     try:
+        if args.rollup_day:
+            rollup_day(units[: args.rollup_day], db, sink, out_dir)
+            return
         began = time.perf_counter()
         points = fill(sink, units, [(2026, 9), (2026, 10)])
         print(
@@ -134,23 +223,10 @@ def main() -> None:
         env = {**os.environ, "OXYFLEET_INFLUX__URL": INFLUX, "OXYFLEET_INFLUX__DATABASE": db,
                "OXYFLEET_INVENTORY_FILE": str(inv), "OXYFLEET_INFLUX__TIMEOUT_S": "600"}  # fmt: skip
         for fmt in ("html", "csv"):
-            load = os.getloadavg()
-            t0, c0, i0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN), cpu_s(pid)
-            done = subprocess.run(  # noqa: S603
-                [sys.executable, "-m", "oxyfleet", "report", "--month", "2026-10", "--by", "source",
-                 "--format", fmt, "--lang", "en", "--out", str(out_dir)],
-                env=env, capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            took = time.perf_counter() - t0
-            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+            command = ["report", "--month", "2026-10", "--by", "source", "--format", fmt, "--lang", "en"]
+            done, figures = timed([*command, "--out", str(out_dir)], env, pid)
             size = sum(p.stat().st_size for p in out_dir.glob(f"*.{fmt}"))
-            print(
-                f"oxyfleet report --by source --format {fmt}: {took:.1f} s wall, {cpu:.1f} s CPU (report "
-                f"process), {cpu_s(pid) - i0:.1f} s CPU (InfluxDB); exit {done.returncode}, "
-                f"{size / 1e6:.1f} MB; load average before {load}",
-                flush=True,
-            )
+            print(f"oxyfleet report --by source --format {fmt}: {figures}, {size / 1e6:.1f} MB", flush=True)
             if done.returncode:
                 print(done.stderr[-2000:])
         if args.keep:

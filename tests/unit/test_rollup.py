@@ -73,3 +73,12 @@ def test_uncovered_is_the_period_minus_the_days() -> None:
     assert _uncovered(0, 100, set()) == [(0, 100)]
     assert _uncovered(0, 100, {(0, 10), (10, 20), (50, 60)}) == [(20, 50), (60, 100)]
     assert _uncovered(0, 100, {(0, 100)}) == []
+
+
+def test_rollup_command_refuses_a_bad_month_before_touching_anything() -> None:
+    from click.testing import CliRunner
+
+    from oxyfleet.cli import cli
+
+    result = CliRunner().invoke(cli, ["health", "rollup", "--month", "2026-13"])
+    assert result.exit_code == 2 and "--month" in result.output
