@@ -453,4 +453,6 @@ class Rollup:
                 return
             except SinkError as exc:
                 log.warning("health.rollup_failed", error=str(exc), note="retrying")
+            except Exception:  # a bug here must not end the rollups silently while the engine runs on
+                log.exception("health.rollup_error", note="retrying")
             stop.wait(1.0 if behind else every_s)

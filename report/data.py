@@ -5,7 +5,7 @@ written by the health service, :mod:`health.rollup`) for every hospital day that
 stored minutes (``unit_state``, and ``telemetry_1m`` for oxygen) for the rest of the month only: the
 current day, a day not yet rolled up, and the edge hours of a month counted in another zone than the
 hospital's. Why: InfluxDB 1.6 pays about series x shards, and the rollups are one series per hospital
-(the unit id a field), so a month for 20,000 units is one ``SELECT *`` over ~400 series instead of sums
+(the unit id a field), so a month for 20,000 units is one query over ~400 series instead of sums
 over 20,000 unit series and five shard groups (78 s measured; docs/benchmarks.md). Both ways give the
 same sums (tests/integration/test_report.py reads every scope both ways).
 
@@ -159,12 +159,12 @@ class Totals:
         if uid not in self.flags or at_ms >= self.flags[uid][0]:
             self.flags[uid] = (at_ms, due)
 
-    def add_oxygen(self, uid: str, litres: object, readings: object) -> None:
+    def add_oxygen(self, uid: str, litres: float | None, readings: float | None) -> None:
         """Add litres and readings counted (nothing stored, or nothing counted, adds nothing)."""
         if not litres and not readings:
             return
-        self.litres[uid] = self.litres.get(uid, 0.0) + float(litres or 0.0)  # type: ignore[arg-type]
-        self.readings[uid] = self.readings.get(uid, 0) + int(readings or 0)  # type: ignore[call-overload]
+        self.litres[uid] = self.litres.get(uid, 0.0) + float(litres or 0.0)
+        self.readings[uid] = self.readings.get(uid, 0) + int(readings or 0)
 
 
 def _uncovered(start_ms: int, end_ms: int, days: set[tuple[int, int]]) -> list[tuple[int, int]]:
