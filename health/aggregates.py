@@ -9,7 +9,8 @@ Each minute also carries the oxygen delivered in it (:class:`store.schema.Oxygen
 the unit's low-purity threshold (flow x reporting interval per reading) and the readings counted. The
 monthly report sums these (through the daily rollups of :mod:`health.rollup`), so oxygen delivered
 survives the expiry of raw telemetry and a month costs one point per unit and day, not every reading.
-The threshold is the unit's model's, known here from the inventory; InfluxDB is asked once per threshold.
+The threshold is the unit's model's, known here from the inventory; InfluxDB is asked once per distinct
+threshold.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import bisect
 from typing import TYPE_CHECKING, Any, Final
 
 from store.lineproto import line
-from store.reader import quote
 from store.schema import AGGREGATED, AGGREGATES, Measurement, OxygenField, Tag, aggregate_field
 
 if TYPE_CHECKING:
@@ -79,19 +79,16 @@ def aggregate_lines(
 def _oxygen(reader: InfluxQL, inventory: Inventory, where: str) -> dict[tuple[str, int], tuple[float, int]]:
     """Per (unit, minute): summed flow and count of the readings at or above the unit's purity threshold.
 
-    One query per distinct threshold (models sharing one are asked together); a row is kept only for a
-    unit whose own model has that threshold.
+    One query per distinct threshold among the inventory's models (a handful); a row is kept only for a
+    unit whose own model has that threshold. The unit's model comes from the inventory, not from the
+    stored ``model`` tag, like the per-minute path (:func:`minute_lines`).
     """
-    models: dict[float, set[str]] = {}
-    for known in inventory.units.values():
-        models.setdefault(float(known.spec.purity_low_pct), set()).add(known.model)
+    thresholds = sorted({float(u.spec.purity_low_pct) for u in inventory.units.values()})
     out: dict[tuple[str, int], tuple[float, int]] = {}
-    for threshold, names in sorted(models.items()):
-        model_filter = " OR ".join(f"{Tag.MODEL} = {quote(m)}" for m in sorted(names))
+    for threshold in thresholds:
         for row in reader.rows(
             f"SELECT sum(flow_lpm) AS flow, count(flow_lpm) AS n FROM {Measurement.TELEMETRY} "  # noqa: S608
-            f"WHERE {where} AND ({model_filter}) AND purity_pct >= {threshold!r} "
-            f"GROUP BY time(1m), {Tag.UNIT_ID} fill(none)"
+            f"WHERE {where} AND purity_pct >= {threshold!r} GROUP BY time(1m), {Tag.UNIT_ID} fill(none)"
         ):
             found = inventory.get(str(row.get(Tag.UNIT_ID)))
             if found is not None and float(found.spec.purity_low_pct) == threshold and row.get("n"):
