@@ -217,6 +217,9 @@ class HealthEngine:
         self.on_change = on_change
         # Called once per fault found inside a late upload (unit, condition, start, end, now).
         self.on_history = on_history
+        # Called after each good cycle with (now, the late work's spans: unit -> (first, last) late reading):
+        # the daily rollups (health.rollup) redo the days those re-evaluations changed.
+        self.on_cycle: Callable[[int, dict[str, tuple[int, int]]], None] | None = None
         self._status_written: dict[str, tuple[Any, ...]] = {}
         # The retention policy the engine's results (and ``sink``'s writes) live in; None: the default.
         self.long_rp = long_rp
@@ -551,6 +554,8 @@ class HealthEngine:
         if self.sink is not None:
             self._aggregate(now_ms, late)
         self._late_checked_ms = late.checked_to
+        if self.on_cycle is not None:
+            self.on_cycle(now_ms, late.spans)
         self.last_status = evaluation.status
         self._alert(evaluation, now_ms)
         self.cycles += 1

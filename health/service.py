@@ -16,18 +16,20 @@ from core.mqtt import connect_properties, make_client
 from devices.inventory import SAMPLE_INVENTORY, InventoryError, load_inventory
 from health.alerts import Alerter
 from health.engine import HealthEngine
+from health.rollup import Rollup
 from store.reader import InfluxQL
 from store.retention import apply_retention, results_policy
 from store.writer import InfluxSink, make_transport, prepare_database
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+    from zoneinfo import ZoneInfo
 
     from fastapi import APIRouter
 
     from core.settings import Settings
 
-__all__ = ["build_engine", "serve_api"]
+__all__ = ["build_engine", "build_rollup", "serve_api"]
 
 log = structlog.get_logger("health.service")
 
@@ -86,6 +88,33 @@ def build_engine(settings: Settings, *, writing: bool) -> HealthEngine:
         )
     except InventoryError as exc:
         raise ConfigError(f"OXYFLEET_INVENTORY_FILE: the inventory has problems:\n{exc}") from exc
+
+
+def build_rollup(engine: HealthEngine, settings: Settings, zone_of: Callable[[str, str], ZoneInfo]) -> Rollup:
+    """The daily rollups of ``engine``'s fleet, with their own reader and sink (they run in their own thread).
+
+    ``zone_of(hospital, province)`` is the report's zone rule, passed in by the shell (health imports no
+    report). A day is complete once the engine's trailing window, the late threshold and two cycles passed.
+    """
+    long_rp = results_policy(settings.influx)
+    sink = InfluxSink(make_transport(settings.influx.model_copy(update={"retention_policy": long_rp})))
+
+    def write(lines: list[str]) -> int:
+        refused = 0
+        for i in range(0, len(lines), 5000):
+            refused += len(sink.write(lines[i : i + 5000]).rejected)
+        if refused:
+            log.error("health.rollup_points_refused", count=refused)
+        return refused
+
+    return Rollup(
+        InfluxQL.from_settings(settings.influx),
+        write,
+        lambda: engine.inventory,
+        zone_of,
+        long_rp=long_rp,
+        settle_ms=engine.lookback_ms + round(2 * engine.cycle_s * 1000) + 60_000,
+    )
 
 
 def serve_api(engine: HealthEngine, settings: Settings, routers: Sequence[APIRouter] = ()) -> None:

@@ -31,10 +31,12 @@ __all__ = [
     "UNIT_TAGS",
     "UNREGISTERED",
     "ConnectionField",
+    "DayField",
     "EventField",
     "HistoryField",
     "LateField",
     "Measurement",
+    "OxygenField",
     "RejectedField",
     "State",
     "StateField",
@@ -62,6 +64,7 @@ class Measurement(StrEnum):
     UNIT_STATUS = "unit_status"  # health engine: each unit's live status (what `status` and the API read)
     UNIT_HISTORY = "unit_history"  # health engine: a fault found in a late upload, notified once
     TELEMETRY_1M = "telemetry_1m"  # health engine: per unit per minute min/mean/max, kept long-term
+    UNIT_DAY = "unit_day"  # health service: per unit per local day, seconds per state and oxygen, long-term
 
 
 class Tag(StrEnum):
@@ -128,6 +131,35 @@ class StateField(StrEnum):
 # statistics kept of each.
 AGGREGATED: Final = ("purity_pct", "flow_lpm", "outlet_kpa")
 AGGREGATES: Final = ("min", "mean", "max")
+
+
+class OxygenField(StrEnum):
+    """Oxygen delivered, in ``telemetry_1m`` (per minute) and ``unit_day`` (per day).
+
+    Litres of oxygen at or above the model's low-purity threshold (each such reading stands for one
+    reporting interval of its flow), and how many readings were counted: what the monthly report sums,
+    kept with the health results so that it outlives raw telemetry.
+    """
+
+    LITRES = "oxygen_l"
+    READINGS = "oxygen_readings"
+
+
+class DayField(StrEnum):
+    """Fields of ``unit_day`` (besides the seconds per state, :func:`seconds_field`, and :class:`OxygenField`).
+
+    One series per hospital (tags hospital and province); a unit's day is a point in it at the local day's
+    start plus a per-unit offset, the unit id a field. A marker point (``UNITS`` set, no unit id) at the
+    day's start itself says the hospital's day was rolled up whole.
+    """
+
+    UNIT_ID = "unit_id"
+    DAY_START_MS = "day_start_ms"  # the local day [start, end) the point sums, as epoch ms
+    DAY_END_MS = "day_end_ms"
+    MAINTENANCE_DUE = "maintenance_due"  # the flag of the day's last minute
+    DUE_MS = "due_ms"  # when that last minute was
+    WRITTEN_MS = "written_ms"  # when the rollup was made: of two points for one unit and day, the newest wins
+    UNITS = "units"  # marker only: how many units the hospital's day holds
 
 
 def aggregate_field(field: str, stat: str) -> str:

@@ -19,15 +19,18 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from health.engine import HealthEngine
+    from health.rollup import Rollup
 
 __all__ = [
     "STOP_BOUND_S",
     "health_engine",
+    "health_rollup",
     "inventory_option",
     "inventory_path",
     "nothing_matched",
     "serve_health_api",
     "settings",
+    "start_rollups",
     "stop_on_signals",
 ]
 
@@ -106,6 +109,23 @@ def health_engine(loaded: Settings, *, writing: bool) -> HealthEngine:
     if loaded.inventory_file is None:
         click.echo("(no OXYFLEET_INVENTORY_FILE set: using the sample inventory)", err=True)
     return build_engine(loaded, writing=writing)
+
+
+def health_rollup(engine: HealthEngine, loaded: Settings) -> Rollup:
+    """The daily rollups for ``engine``'s fleet, in the reports' zones (the shell wires report's zone rule)."""
+    from health.service import build_rollup  # noqa: PLC0415
+    from report.zones import zone_for  # noqa: PLC0415
+
+    zones = loaded.report.zones
+    return build_rollup(engine, loaded, lambda hospital, province: zone_for(hospital, province, zones))
+
+
+def start_rollups(engine: HealthEngine, loaded: Settings, stop: threading.Event) -> Rollup:
+    """Run the daily rollups beside a running engine: a thread of their own, told of the engine's late work."""
+    rollup = health_rollup(engine, loaded)
+    engine.on_cycle = rollup.note_late
+    threading.Thread(target=rollup.run, args=(stop,), name="rollup", daemon=True).start()
+    return rollup
 
 
 def nothing_matched(

@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 import click
 
 from core.timefmt import DurationError, parse_duration
-from oxyfleet.cli.common import health_engine, nothing_matched, serve_health_api, settings, stop_on_signals
+from oxyfleet.cli.common import (
+    health_engine,
+    health_rollup,
+    nothing_matched,
+    serve_health_api,
+    settings,
+    start_rollups,
+    stop_on_signals,
+)
 from oxyfleet.cli.errors import handled
 from oxyfleet.cli.output import Column, progress, table
 from store.schema import STATES
@@ -30,7 +38,7 @@ def _since_ms(text: str, option: str = "--since") -> int:
         raise click.BadParameter(str(exc), param_hint=option) from None
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--once", is_flag=True, help="Evaluate --since up to now once, write, and exit.")
 @click.option(
     "--since", default="1h", show_default=True, help="With --once: how far back to (re-)evaluate, e.g. 7d."
@@ -38,11 +46,17 @@ def _since_ms(text: str, option: str = "--since") -> int:
 @click.option(
     "--duration", type=float, default=None, help="Stop after this many seconds (default: until signalled)."
 )
+@click.pass_context
 @handled
-def health(once: bool, since: str, duration: float | None) -> None:
-    """Run the health engine: classify every inventory unit each cycle, write unit_state and unit_event."""
+def health(ctx: click.Context, once: bool, since: str, duration: float | None) -> None:
+    """Run the health engine: classify every inventory unit each cycle, write unit_state and unit_event.
+
+    It also rolls each hospital's completed local day up into unit_day (what monthly reports read).
+    """
     from core.logs import configure_logging  # noqa: PLC0415
 
+    if ctx.invoked_subcommand is not None:
+        return
     loaded = settings()
     configure_logging(loaded.log_level, loaded.log_format)
     start_ms = _since_ms(since)
@@ -51,15 +65,54 @@ def health(once: bool, since: str, duration: float | None) -> None:
         now_ms = int(time.time() * 1000)
         with progress(f"evaluating {since}", (now_ms - start_ms) / 3600_000) as update:
             evaluation = engine.evaluate_range(start_ms, now_ms, progress=lambda ms: update(ms / 3600_000))
+        # The minutes of those days changed: their daily rollups are made again (completed days only).
+        days = health_rollup(engine, loaded).roll_range(start_ms, now_ms)
         counts = evaluation.state_counts()
         click.echo(
             f"evaluated {len(evaluation.status)} units from {since} ago: "
             + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            + f"; {days} hospital-zone days rolled up"
         )
         return
     if loaded.health.api_port:
         serve_health_api(engine, loaded)
-    engine.run(stop_on_signals(), duration)
+    stop = stop_on_signals()
+    start_rollups(engine, loaded, stop)
+    engine.run(stop, duration)
+
+
+@health.command("rollup")
+@click.option(
+    "--month", required=True, help="Calendar month, e.g. 2026-11: each hospital's local days of it."
+)
+@handled
+def rollup_cmd(month: str) -> None:
+    """(Re)build the daily rollups (unit_day) of a month from the stored minutes, for backfill or repair.
+
+    The health service makes them by itself as days complete; this is for months before it ran, after
+    `oxyfleet health --once` on old data, or to check. Only completed days are rolled up.
+    """
+    import re  # noqa: PLC0415
+    from datetime import datetime  # noqa: PLC0415
+
+    match = re.fullmatch(r"(\d{4})-(\d{2})", month.strip())
+    if not match or not 1 <= int(match[2]) <= 12:
+        raise click.BadParameter(f"{month!r} is not like 2026-11", param_hint="--month")
+    year, mon = int(match[1]), int(match[2])
+    loaded = settings()
+    engine = health_engine(loaded, writing=True)
+    rollup = health_rollup(engine, loaded)
+    # Wide enough for every zone's local month (UTC-12..+14); roll_range keeps whole local days of it.
+    nxt = (year + 1, 1) if mon == 12 else (year, mon + 1)
+    days = 0
+    for key, (zone, hospitals) in sorted(rollup.zones().items()):
+        start = int(datetime(year, mon, 1, tzinfo=zone).timestamp() * 1000)
+        end = int(datetime(*nxt, 1, tzinfo=zone).timestamp() * 1000)
+        n = rollup.roll_zone(zone, hospitals, start, end)
+        click.echo(f"{key}: {len(hospitals)} hospitals, {n} days rolled up")
+        days += n
+    if days == 0:
+        click.echo("no completed day in that month yet", err=True)
 
 
 def _hours(value: float) -> str:

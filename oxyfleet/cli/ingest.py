@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 import click
 
 from core.settings import redacted_lines
-from oxyfleet.cli.common import STOP_BOUND_S, health_engine, serve_health_api, settings, stop_on_signals
+from oxyfleet.cli.common import (
+    STOP_BOUND_S,
+    health_engine,
+    serve_health_api,
+    settings,
+    start_rollups,
+    stop_on_signals,
+)
 from oxyfleet.cli.errors import EXIT_CONFIG, EXIT_FAILED, describe, fail, handled, readable
 
 if TYPE_CHECKING:
@@ -56,6 +63,7 @@ def run(duration: float | None, with_health: bool, workers: int) -> None:
         engine = health_engine(loaded, writing=True)
         if loaded.health.api_port:
             serve_health_api(engine, loaded)
+        start_rollups(engine, loaded, stop)
         threading.Thread(target=engine.run, args=(stop, duration), name="health", daemon=True).start()
     ingester.run(stop, duration)
 
@@ -74,6 +82,7 @@ def _run_workers(
         engine = health_engine(loaded, writing=True)
         if loaded.health.api_port:
             serve_health_api(engine, loaded)
+        start_rollups(engine, loaded, stop)
         threading.Thread(target=engine.run, args=(stop, duration), name="health", daemon=True).start()
     supervisor.start()
     code = supervisor.wait(stop)

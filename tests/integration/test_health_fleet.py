@@ -316,6 +316,8 @@ def test_a_fault_inside_a_late_upload_is_notified_once_as_history(
             )
 
         first = engine()
+        told: list[dict[str, tuple[int, int]]] = []  # what the daily rollups hear of the late work
+        first.on_cycle = lambda _now, spans: told.append(dict(spans))
         for t in range(t0, t0 + 60 * MINUTE + 1, 5 * MINUTE):  # offline: the engine sees silence
             clock[0] = t / 1000
             first.cycle()
@@ -327,6 +329,7 @@ def test_a_fault_inside_a_late_upload_is_notified_once_as_history(
         for t in (t0 + 60 * MINUTE + 15_000, t0 + 61 * MINUTE):
             clock[0] = t / 1000
             first.cycle()
+        assert {unit.unit_id: (upload[0], upload[-1])} in told  # the rollups redo the days it changed
         clock[0] = (t0 + 62 * MINUTE) / 1000
         engine().cycle()  # a restart reads the same late upload again
         wait_for(capture.settled, timeout=10)

@@ -21,7 +21,7 @@ from health.aggregates import aggregate_lines, minute_lines
 from health.engine import HealthEngine, _tags, load_facts
 from health.uptime import uptime_rows
 from store.retention import apply_retention, results_policy, shard_duration
-from store.schema import LONG_POLICY, STATES, Tag
+from store.schema import LONG_POLICY, STATES, OxygenField, Tag
 from store.writer import InfluxSink, V1Transport
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def _policies(influx) -> dict[str, dict[str, object]]:
     return {v[0]: dict(zip(series["columns"], v, strict=True)) for v in series["values"]}
 
 
-def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_path: Path, wait_for) -> None:
+def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_path: Path, wait_for) -> None:  # noqa: PLR0915 - one story, from writing to expiry
     settings = settings_for("lifecycle")
     # On by default: the long-term policy is set and raw telemetry is bounded to 90 days.
     assert (settings.influx.long_retention_policy, settings.influx.raw_retention) == (LONG, "90d")
@@ -90,6 +90,9 @@ def test_raw_telemetry_expires_and_aggregates_stay(influx, settings_for, tmp_pat
     assert len(held) == len(asked) == 10
     for mine, theirs in zip(sorted(held), sorted(asked), strict=True):
         assert _fields(mine) == pytest.approx(_fields(theirs))
+        # Oxygen in the minute: six readings above the purity threshold, each one reporting interval at 9.8 L/min.
+        assert _fields(mine)[OxygenField.READINGS] == 6
+        assert _fields(mine)[OxygenField.LITRES] == pytest.approx(6 * 9.8 * unit.spec.report_interval_s / 60)
     before = _read_back(influx, results_policy(settings.influx), start, end)
     assert before[0] > 0 and before[1] == [unit.unit_id]
 
@@ -127,4 +130,7 @@ def _first_last(influx, unit_id: str) -> tuple[int, int]:
 
 
 def _fields(line: str) -> dict[str, float]:
-    return {k: float(v) for k, v in (kv.split("=") for kv in line.rsplit(" ", 2)[1].split(","))}
+    """Field values of a line; integers (``6i``: the oxygen readings counted) as numbers too."""
+    return {
+        k: float(v.removesuffix("i")) for k, v in (kv.split("=") for kv in line.rsplit(" ", 2)[1].split(","))
+    }

@@ -34,20 +34,25 @@ import uvicorn
 from babel.numbers import parse_decimal
 
 from core.settings import InfluxSettings
-from devices.inventory import COLUMNS
+from devices.inventory import COLUMNS, load_inventory
+from health.aggregates import aggregate_lines
 from health.api import create_app
 from health.engine import HealthEngine
 from health.tokens import TokenStore
 from report.api import report_router
 from report.i18n import Text
 from store.lineproto import line, tag_set
+from store.reader import InfluxQL
 from store.retention import apply_retention
 from store.schema import LONG_POLICY, UNIT_TAGS, EventField, Measurement, State, StateField, seconds_field
 from store.writer import V1Transport
 from tests.integration.conftest import run_oxyfleet
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+    from devices.inventory import Unit
 
 pytestmark = pytest.mark.integration
 
@@ -289,25 +294,6 @@ def fill(influx) -> None:
 
 
 @pytest.fixture(scope="module")
-def month_db(services) -> object:
-    from store.reader import InfluxQL
-
-    url = f"http://127.0.0.1:{os.environ.get('OXYFLEET_SERVICES_INFLUX_PORT', '8086')}"
-    reader = InfluxQL(os.environ.get("OXYFLEET_TEST_INFLUX_URL", url), f"oxytest_report_{os.getpid()}")
-    reader.execute(f'CREATE DATABASE "{reader.database}"')
-    # oxyfleet's own setup (as `oxyfleet health` runs it): the long-term policy for the health results. Raw
-    # kept forever here, so that the fixed months of the test stay writable whatever today's date.
-    influx = InfluxSettings(url=reader.url, database=reader.database, raw_retention="INF")
-    transport = V1Transport(influx.url, influx.database)
-    apply_retention(transport, influx)
-    transport.close()
-    fill(reader)
-    yield reader
-    reader.execute(f'DROP DATABASE "{reader.database}"')
-    reader.close()
-
-
-@pytest.fixture(scope="module")
 def inventory_file(tmp_path_factory) -> Path:
     path: Path = tmp_path_factory.mktemp("inv") / "inventory.csv"
     rows = [",".join(COLUMNS)] + [
@@ -316,6 +302,53 @@ def inventory_file(tmp_path_factory) -> Path:
     ]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def month_db(services, inventory_file) -> Iterator[InfluxQL]:
+    """The simulated month stored as the product stores it, daily rollups included.
+
+    The reader is closed at the end: tests share it with API threads, and an unclosed pool left sockets
+    to the garbage collector (a ResourceWarning under filterwarnings=error).
+    """
+    url = f"http://127.0.0.1:{os.environ.get('OXYFLEET_SERVICES_INFLUX_PORT', '8086')}"
+    reader = InfluxQL(os.environ.get("OXYFLEET_TEST_INFLUX_URL", url), f"oxytest_report_{os.getpid()}")
+    try:
+        reader.execute(f'CREATE DATABASE "{reader.database}"')
+        # oxyfleet's own setup (as `oxyfleet health` runs it): the long-term policy for the health results.
+        # Raw kept forever here, so that the fixed months of the test stay writable whatever today's date.
+        influx = InfluxSettings(url=reader.url, database=reader.database, raw_retention="INF")
+        transport = V1Transport(influx.url, influx.database)
+        apply_retention(transport, influx)
+        transport.close()
+        fill(reader)
+        # What the health service does as days complete: per-minute aggregates (oxygen included) with the
+        # engine's own function, then the daily rollups, here through the operator's command.
+        inventory = load_inventory(inventory_file)
+        day = 86400_000
+        for start in range(ms(WITA, 2026, 8, 31), ms(WITA, 2026, 11, 3), day):
+            _write(reader, aggregate_lines(reader, inventory, _unit_tags, start, start + day), LONG_POLICY)
+        env = {
+            **os.environ,
+            "OXYFLEET_INFLUX__URL": reader.url,
+            "OXYFLEET_INFLUX__DATABASE": reader.database,
+            "OXYFLEET_INFLUX__RAW_RETENTION": "INF",
+            "OXYFLEET_INVENTORY_FILE": str(inventory_file),
+        }
+        for month in ("2026-09", "2026-10"):
+            done = run_oxyfleet("health", "rollup", "--month", month, env=env, timeout=180)
+            assert done.returncode == 0, done.stderr
+            assert "days rolled up" in done.stdout
+        yield reader
+        reader.execute(f'DROP DATABASE "{reader.database}"')
+    finally:
+        reader.close()
+
+
+def _unit_tags(unit: Unit) -> str:
+    return tag_set(
+        dict(zip(UNIT_TAGS, (unit.hospital, unit.kind, unit.model, unit.province, unit.unit_id), strict=True))
+    )
 
 
 def cli_env(month_db, inventory_file: Path, tmp: Path) -> dict[str, str]:
@@ -651,3 +684,43 @@ def test_a_unit_that_reported_before_the_raw_period_is_not_never_connected(influ
         LONG_POLICY,
     )
     assert reported() == {unit.unit_id}
+
+
+@pytest.mark.parametrize("month", ["2026-10", "2026-11"])
+def test_rollups_and_minutes_give_the_same_figures(month_db, inventory_file, month) -> None:
+    """Every scope, read from the daily rollups and again from the minutes alone: the same report.
+
+    October is rolled up whole (a province's and a donor's month in another zone than some hospitals still
+    read their edge hours from the minutes); November has no rollup yet (a current month), but its previous
+    month has.
+    """
+    from report.build import BY, scopes
+    from report.data import Period, read_month
+    from report.figures import build_report
+    from report.render import to_csv
+
+    inventory = load_inventory(inventory_file)
+    now = ms(WITA, 2026, 11, 2)
+    for by in BY:
+        for scope in scopes(inventory, by):
+            period = Period.parse(month, scope.zone)
+            first = next(iter(scope.units.values()))
+            args = {
+                "hospital": first.hospital if by == "hospital" else None,
+                "province": first.province if by == "province" else None,
+                "now_ms": now,
+                "retention_policy": LONG_POLICY,
+            }
+            rolled = read_month(month_db, scope.units, period, **args)  # type: ignore[arg-type]
+            minutes = read_month(month_db, scope.units, period, rollups=False, **args)  # type: ignore[arg-type]
+            assert rolled.rolled_days > 0 and minutes.rolled_days == 0, (by, scope.name)
+            assert rolled.seconds == minutes.seconds and rolled.prev_seconds == minutes.prev_seconds
+            assert rolled.maintenance_due == minutes.maintenance_due and rolled.readings == minutes.readings
+            assert rolled.litres.keys() == minutes.litres.keys()
+            for uid, litres in rolled.litres.items():
+                assert litres == pytest.approx(minutes.litres[uid], rel=1e-9)
+            csvs = [
+                to_csv(build_report(by, scope.name, scope.units, data, period, now_ms=now))
+                for data in (rolled, minutes)
+            ]
+            assert csvs[0] == csvs[1], (by, scope.name)
