@@ -69,8 +69,9 @@ class Source(Protocol):
     fatal: SourceAuthError | None
     reconnects: int
 
-    def take(self, limit: int, timeout: float) -> list[Inbound]:
-        """Up to ``limit`` waiting messages, waiting at most ``timeout`` for the first."""
+    def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
+        """Up to ``limit`` waiting messages (payloads up to ``max_bytes``, at least one), waiting at most
+        ``timeout`` for the first."""
         ...
 
     def ack(self, messages: Iterable[Inbound]) -> int:
@@ -227,7 +228,7 @@ class Pipeline:
             if remaining <= 0:
                 break
             wait = min(remaining, 0.2 if sending is None else _ANSWER_POLL_S)
-            more = self.source.take(size - len(batch), wait)
+            more = self.source.take(size - len(batch), wait, budget - held)
             if not more:
                 continue
             if not batch:

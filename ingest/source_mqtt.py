@@ -136,16 +136,29 @@ class Inbox:
             self.closed = True
             self._cond.notify_all()
 
-    def take(self, limit: int, timeout: float) -> list[Inbound]:
-        """Up to ``limit`` items, waiting at most ``timeout`` for the first one."""
+    def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
+        """Up to ``limit`` items, waiting at most ``timeout`` for the first one.
+
+        With ``max_bytes``, items stop once their payloads reach it (at least one item is taken), so a
+        batch stays within its share of the byte budget even when one take empties a full inbox.
+        """
         with self._cond:
             if not self._items and not self._cond.wait(timeout):
                 return []
             was_full = self._full()
             items = self._items
             n = min(limit, len(items))
-            out = [items.popleft() for _ in range(n)]
-            self.bytes = self.bytes - sum([len(m.payload) for m in out]) if items else 0
+            if max_bytes is None or self.bytes <= max_bytes:  # all of it fits: no per-item count
+                out = [items.popleft() for _ in range(n)]
+                taken = sum([len(m.payload) for m in out])
+            else:
+                out, taken = [], 0
+                while n and (not out or taken < max_bytes):
+                    item = items.popleft()
+                    out.append(item)
+                    taken += len(item.payload)
+                    n -= 1
+            self.bytes = self.bytes - taken if items else 0
             if was_full:
                 self._cond.notify_all()
             return out
@@ -442,9 +455,9 @@ class MqttSource:
         self.client.loop_start()
         self.broker.start()
 
-    def take(self, limit: int, timeout: float) -> list[Inbound]:
-        """Up to ``limit`` waiting messages; waits at most ``timeout`` for the first."""
-        return self.queue.take(limit, timeout)
+    def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
+        """Up to ``limit`` waiting messages (payloads up to ``max_bytes``); waits at most ``timeout``."""
+        return self.queue.take(limit, timeout, max_bytes)
 
     def ack(self, messages: Iterable[Inbound]) -> int:
         """Acknowledge handled messages in arrival order; skip those from an earlier connection.

@@ -239,3 +239,14 @@ def test_the_read_ahead_serves_paho_small_reads_from_one_socket_read_and_reports
     b.close()
     assert wrapped.recv(1) == b""  # end of stream reaches paho unchanged
     a.close()
+
+
+def test_take_stops_at_a_byte_bound_with_at_least_one_item_and_keeps_the_count_right() -> None:
+    box = Inbox(100)
+    for i in range(10):
+        box.put(Inbound("t", b"x" * 100, i, 1, False, (1, i)))
+    assert [m.received_ns for m in box.take(100, 0, max_bytes=250)] == [0, 1, 2]  # the third crosses it
+    assert [m.received_ns for m in box.take(100, 0, max_bytes=1)] == [3]
+    assert box.bytes == 600
+    assert [m.received_ns for m in box.take(100, 0, max_bytes=10_000)] == [4, 5, 6, 7, 8, 9]
+    assert box.bytes == 0
