@@ -70,8 +70,10 @@ class Source(Protocol):
     reconnects: int
 
     def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
-        """Up to ``limit`` waiting messages (payloads up to ``max_bytes``, at least one), waiting at most
-        ``timeout`` for the first."""
+        """Up to ``limit`` waiting messages, waiting at most ``timeout`` for the first.
+
+        Their payloads stop at ``max_bytes`` (at least one message is taken).
+        """
         ...
 
     def ack(self, messages: Iterable[Inbound]) -> int:

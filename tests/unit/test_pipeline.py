@@ -450,7 +450,7 @@ def run_in_thread(pipeline: Pipeline) -> tuple[threading.Thread, threading.Event
     def target() -> None:
         try:
             pipeline.run(stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:  # handed to the test thread
             errors.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)
