@@ -251,6 +251,8 @@ class MqttSource:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        if isinstance(self.client, IngestClient):
+            self.client.on_publish_bytes = self._on_publish_bytes  # MQTT 3.1.1: without MQTTMessage
         self.client.on_subscribe = self._on_subscribe
         self.client.on_socket_open = self._on_socket_open
         self._ack_lock = threading.Lock()
@@ -413,32 +415,36 @@ class MqttSource:
                 topic = msg.topic
             except UnicodeDecodeError:  # a broker should refuse these; if not, the decoder rejects it
                 topic = msg._topic.decode("utf-8", "backslashreplace")  # noqa: SLF001
-            payload = msg.payload
-            if not isinstance(payload, bytes):  # paho hands out bytes; bytearray is in its type only
-                payload = bytes(payload)
-            size = None
-            limit = self.max_payload_bytes
-            if limit is not None and len(payload) > limit:
-                # paho has read it already; what we hold is a copy of the part the rejected record shows,
-                # and paho drops the whole payload when this callback returns.
-                size = len(payload)
-                payload = bytes(payload[:MAX_STORED_PAYLOAD])
-            # False only when stopping: not queued, not acked, so the broker redelivers it.
-            self.queue.put(
-                Inbound(
-                    topic,
-                    payload,
-                    time.time_ns(),
-                    msg.qos,
-                    bool(msg.retain),
-                    (self._generation, msg.mid),
-                    size,
-                )
-            )
+            self._enqueue(topic, msg.payload, msg.qos, bool(msg.retain), msg.mid)
         except Exception:
             # Not acked, so the broker redelivers it after the next reconnect: counted, not lost.
             self.callback_errors += 1
             log.exception("ingest.callback_failed", callback="on_message")
+
+    def _on_publish_bytes(self, topic: bytes, payload: bytes, qos: int, retain: bool, mid: int) -> None:
+        """``_on_message`` for a PUBLISH taken straight off the wire (ingest.mqtt_read, MQTT 3.1.1)."""
+        try:
+            try:
+                text = topic.decode()
+            except UnicodeDecodeError:  # as paho's MQTTMessage.topic would raise
+                text = topic.decode("utf-8", "backslashreplace")
+            self._enqueue(text, payload, qos, retain, mid)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("ingest.callback_failed", callback="on_publish_bytes")
+
+    def _enqueue(self, topic: str, payload: bytes | bytearray, qos: int, retain: bool, mid: int) -> None:
+        if not isinstance(payload, bytes):  # paho hands out bytes; bytearray is in its type only
+            payload = bytes(payload)
+        size = None
+        limit = self.max_payload_bytes
+        if limit is not None and len(payload) > limit:
+            # paho has read it already; what we hold is a copy of the part the rejected record shows,
+            # and paho drops the whole payload when this callback returns.
+            size = len(payload)
+            payload = bytes(payload[:MAX_STORED_PAYLOAD])
+        # False only when stopping: not queued, not acked, so the broker redelivers it.
+        self.queue.put(Inbound(topic, payload, time.time_ns(), qos, retain, (self._generation, mid), size))
 
     # --- used by the pipeline (its own thread) --------------------------------------------------------
 

@@ -250,3 +250,60 @@ def test_take_stops_at_a_byte_bound_with_at_least_one_item_and_keeps_the_count_r
     assert box.bytes == 600
     assert [m.received_ns for m in box.take(100, 0, max_bytes=10_000)] == [4, 5, 6, 7, 8, 9]
     assert box.bytes == 0
+
+
+def publish_packet(
+    topic: bytes, payload: bytes, qos: int = 1, mid: int = 7, *, retain: bool = False
+) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + payload
+    length, remaining = b"", len(body)
+    while True:
+        byte, remaining = remaining % 128, remaining // 128
+        length += bytes([byte | (0x80 if remaining else 0)])
+        if not remaining:
+            break
+    return bytes([0x30 | qos << 1 | int(retain)]) + length + body
+
+
+def test_complete_qos_0_and_1_publishes_are_taken_off_the_read_ahead_and_the_rest_is_left_to_paho() -> None:
+    """MQTT 3.1.1 PUBLISH packets decoded without paho (ingest.mqtt_read), exactly as paho decodes them."""
+    import socket
+
+    from paho.mqtt._packet import decode_publish
+    from paho.mqtt.enums import MQTTProtocolVersion
+
+    from ingest.mqtt_read import ReadAheadSocket
+
+    big = b"{" + b"x" * 20_000 + b"}"  # a three-byte remaining length
+    packets = [
+        publish_packet(b"oxygen/concentrator/U1/telemetry", b'{"ts":1}', qos=1, mid=65_535),
+        publish_packet(b"oxygen/concentrator/U2/status", b"online", qos=0, retain=True),
+        publish_packet("oxygen/concentrator/Ü3/telemetry".encode(), big, qos=1, mid=1),
+        publish_packet(b"a/b", b"", qos=1, mid=2),
+    ]
+    stop_at = [
+        bytes([0x40, 2, 0, 9]),  # a PUBACK: paho's
+        publish_packet(b"q2", b"{}", qos=2),  # QoS 2: paho keeps its state
+        bytes([0x30, 2, 0, 0]),  # empty topic: malformed, paho reports it
+        publish_packet(b"t", b"abc")[:-1],  # not complete yet
+    ]
+    for tail in stop_at:
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        wrapped = ReadAheadSocket(a)
+        b.sendall(b"".join(packets) + tail)
+        assert wrapped.recv(1) == packets[0][:1]  # paho read the first byte: not a boundary any more
+        wrapped._pos = 0  # back to the boundary, as after a packet paho finished
+        got: list[tuple[bytes, bytes, int, bool, int]] = []
+        assert wrapped.take_publishes(lambda *m, got=got: got.append(m)) == len(packets)
+        expected = []
+        for packet in packets:
+            # paho's own decoding of the same bytes, after its fixed header
+            header_len = 2 if packet[1] < 0x80 else (3 if packet[2] < 0x80 else 4)
+            p = decode_publish(packet[0], packet[header_len:], MQTTProtocolVersion.MQTTv311)
+            expected.append((p.topic, p.payload, p.qos, p.retain, p.mid))
+        assert got == expected
+        assert wrapped.buffered() == len(tail)  # what paho must handle is still there, untouched
+        assert wrapped.recv(len(tail)) == tail
+        a.close()
+        b.close()
