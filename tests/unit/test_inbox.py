@@ -307,3 +307,20 @@ def test_complete_qos_0_and_1_publishes_are_taken_off_the_read_ahead_and_the_res
         assert wrapped.recv(len(tail)) == tail
         a.close()
         b.close()
+
+
+def test_a_publish_taken_off_the_wire_is_queued_as_paho_would_hand_it_over() -> None:
+    from core.settings import MqttSettings
+    from ingest.source_mqtt import MqttSource
+
+    source = MqttSource(MqttSettings(), max_payload_bytes=65_536)
+    assert source.client.on_publish_bytes == source._on_publish_bytes  # type: ignore[attr-defined]
+    source._generation = 3
+    source._on_publish_bytes(b"oxygen/concentrator/U\xff/telemetry", b"{}", 1, True, 42)
+    source._on_publish_bytes(b"oxygen/concentrator/U2/telemetry", b"{" + b" " * 70_000, 0, False, 0)
+    first, second = source.queue.take(10, 0)
+    # An invalid UTF-8 topic is kept readable for the rejected record, as from paho's on_message.
+    assert first.topic == "oxygen/concentrator/U\\xff/telemetry"
+    assert (first.payload, first.qos, first.retain, first.ack_token) == (b"{}", 1, True, (3, 42))
+    assert (second.qos, second.ack_token, second.size, len(second.payload)) == (0, (3, 0), 70_001, 1024)
+    assert source.callback_errors == 0
