@@ -579,3 +579,18 @@ def test_with_a_write_in_flight_a_batch_is_cut_at_half_the_byte_budget() -> None
         assert len(pipeline._collect(stop)) == 4  # two batches in hand: half of it each
     finally:
         pipeline._writer.shutdown()
+
+
+def test_unknown_fields_are_counted_per_reading() -> None:
+    one = json.dumps({"ts": NOW_MS, "purity_pct": 93.0, "rssi_dbm": -70, "fw": "1.2"}).encode()
+    many = json.dumps(
+        {
+            "readings": [{"ts": NOW_MS + 1, "flow_lpm": 5.0, "x": 1}, {"ts": NOW_MS + 2, "running": True}],
+            "note": 1,
+        }
+    ).encode()
+    known = json.dumps({"ts": NOW_MS + 3, "seq": 4, "unit_id": "U1", "purity_pct": 93.0}).encode()
+    source = FakeSource([msg(0, one), msg(1, many), msg(2, known)])
+    pipeline = make(source, RecordingTransport())
+    run_until_drained(pipeline, source)
+    assert (pipeline.stats.points_written, pipeline.stats.unknown_fields) == (4, 4)
