@@ -541,9 +541,10 @@ def test_a_write_failing_while_the_next_batch_is_decoded_acks_neither_and_spools
             OXYFLEET_BUFFER__BATCH_SIZE="500",
             OXYFLEET_BUFFER__BATCH_AGE_S="5",  # batches are cut by count here, not by age
             OXYFLEET_BUFFER__RETRY_INITIAL_S="3",  # no second attempt before the proxy passes again
+            OXYFLEET_INFLUX__TIMEOUT_S="15",  # the ingester waits for the 503 (no timeout of its own)
         )
         ingester.start()
-        proxy.mode = "slow503:6"
+        proxy.mode = "slow503:5"
         load = Load(load_env, messages=2_000, rate=0, unit_prefix="OVERLAP")
 
         def two_batches_taken() -> dict[str, float] | None:
@@ -557,7 +558,7 @@ def test_a_write_failing_while_the_next_batch_is_decoded_acks_neither_and_spools
         proxy.mode = "pass"
         load.finish()
         assert_published_equals_stored(ingester, [load], SHARED_INFLUX)
-        assert [mode for _, mode, _ in proxy.writes].count("slow503:6") == 1  # the second batch never went
+        assert [mode for _, mode, _ in proxy.writes].count("slow503:5") == 1  # the second batch never went
         batches = [
             event
             for event in (
