@@ -5,7 +5,9 @@ id, clean start off, session expiry). We ack a message only when the pipeline sa
 handled (``manual_ack``), so a crash between receiving and writing means redelivery, not loss.
 
 The paho callback only wraps the message and enqueues it (as aiomqtt's ``_on_message`` does); nothing
-it raises can reach paho, which would otherwise re-raise it in its network thread. When the queue is
+it raises can reach paho, which would otherwise re-raise it in its network thread. With MQTT 3.1.1 most
+PUBLISH packets skip paho's message objects and arrive as bytes (``_on_publish_bytes``, from
+:mod:`ingest.mqtt_read`), in paho's network thread all the same, and are queued the same way. When the queue is
 full the callback blocks, which stops paho reading the socket: backpressure to the broker, never a drop.
 A network thread blocked that way is reported as disconnected, and a stop releases it (see :class:`Inbox`).
 The pipeline takes messages in bulk (:meth:`MqttSource.take`) and acks a whole batch with one write.
