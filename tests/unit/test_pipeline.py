@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from structlog.testing import capture_logs
 
 from core.errors import SinkAuthError, SinkRejectedError, SinkRetryableError, SourceAuthError
@@ -594,3 +596,44 @@ def test_unknown_fields_are_counted_per_reading() -> None:
     pipeline = make(source, RecordingTransport())
     run_until_drained(pipeline, source)
     assert (pipeline.stats.points_written, pipeline.stats.unknown_fields) == (4, 4)
+
+
+def test_batches_in_hand_across_a_reconnect_are_not_acked_on_the_new_connection() -> None:
+    """The MQTT source's own inbox and acks: a batch decoded (or being written) when the connection drops
+    is written but never acked on the next connection, whose packet ids mean other messages; the
+    broker redelivers it and the rewrite overwrites the same points."""
+    from core.settings import MqttSettings
+    from ingest.source_mqtt import MqttSource
+
+    source = MqttSource(MqttSettings())
+    pubacks: list[bytes] = []
+    source.client._packet_queue = lambda _c, packet, _m, _q: pubacks.append(packet)  # type: ignore[method-assign,assignment,misc]
+
+    def deliver(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            payload = json.dumps({"ts": NOW_MS - 1000 + i, "purity_pct": 93.0}).encode()
+            source._on_publish_bytes(f"oxygen/concentrator/U{i}/telemetry".encode(), payload, 1, False, i)
+
+    transport = GatedTransport(FakeSource([]))
+    pipeline = Pipeline(
+        source,
+        InfluxSink(transport),
+        Decoder(check_time=False),
+        LineBuilder(instance="t"),
+        BufferSettings(batch_size=2, batch_age_s=0.05),
+        stats_interval_s=3600,
+    )
+    deliver(1, 4)
+    thread, stop, errors = run_in_thread(pipeline)
+    wait_until(lambda: pipeline.stats.messages_received == 4)  # one batch written, the next decoded
+    source._on_disconnect(source.client, None, None, ReasonCode(PacketTypes.DISCONNECT), None)
+    transport.gate.set()
+    wait_until(lambda: pipeline.stats.batches_written == 2)
+    assert (pubacks, pipeline.stats.messages_acked) == ([], 0)  # written, not acked
+    deliver(1, 2)  # the broker redelivers on the new connection: these are acked
+    wait_until(lambda: pipeline.stats.batches_written == 3)
+    stop.set()
+    thread.join(5)
+    assert not errors
+    assert pubacks == [b"\x40\x02\x00\x01\x40\x02\x00\x02"]
+    assert telemetry_units(transport.lines) == ["U1", "U2", "U3", "U4", "U1", "U2"]
