@@ -24,7 +24,10 @@ from paho.mqtt.enums import MQTTErrorCode
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["IngestClient", "NoFilteredCallbacks", "ReadAheadSocket"]
+__all__ = ["IngestClient", "NoFilteredCallbacks", "Publish", "ReadAheadSocket"]
+
+# A PUBLISH as it came off the wire: topic, payload, QoS, retain, packet id.
+Publish = tuple[bytes, bytes, int, bool, int]
 
 
 class ReadAheadSocket:
@@ -63,15 +66,15 @@ class ReadAheadSocket:
         self._pos = pos + len(chunk)
         return chunk
 
-    def take_publishes(self, handler: Callable[[bytes, bytes, int, bool, int], None]) -> int:
-        """Hand complete MQTT 3.1.1 QoS 0/1 PUBLISH packets at the front of the read-ahead to ``handler``.
+    def take_publishes(self) -> list[Publish]:
+        """Complete MQTT 3.1.1 QoS 0/1 PUBLISH packets at the front of the read-ahead, taken out of it.
 
         Stops at the first packet that is anything else or not complete yet, leaving it for paho. Must
-        only be called at a packet boundary (paho holds no part of a packet). Returns packets taken.
+        only be called at a packet boundary (paho holds no part of a packet).
         """
         buf, pos = self._buf, self._pos
         end = len(buf)
-        taken = 0
+        taken: list[Publish] = []
         while pos < end:
             first = buf[pos]
             qos = (first >> 1) & 3
@@ -96,9 +99,9 @@ class ReadAheadSocket:
             if topic_end == i + 2 or start > body_end:  # empty topic or too short: malformed, paho's
                 break
             mid = buf[topic_end] << 8 | buf[topic_end + 1] if qos else 0
-            self._pos = pos = body_end  # taken before the handler runs: it may block (backpressure)
-            handler(buf[i + 2 : topic_end], buf[start:body_end], qos, bool(first & 1), mid)
-            taken += 1
+            taken.append((buf[i + 2 : topic_end], buf[start:body_end], qos, bool(first & 1), mid))
+            pos = body_end
+        self._pos = pos
         return taken
 
     def buffered(self) -> int:
@@ -134,11 +137,11 @@ class IngestClient(mqtt.Client):
     chunk is used up and stops at the next read of the socket, so acks and PINGREQs still go out at
     least once per chunk (a pass never runs on while the broker keeps sending).
 
-    ``on_publish_bytes``, when set, receives the QoS 0/1 PUBLISH packets of MQTT 3.1.1 connections
-    instead of ``on_message`` (see the module docstring); it must not raise.
+    ``on_publishes``, when set, receives the QoS 0/1 PUBLISH packets of MQTT 3.1.1 connections instead
+    of ``on_message`` (see the module docstring), all of one chunk at once; it must not raise.
     """
 
-    on_publish_bytes: Callable[[bytes, bytes, int, bool, int], None] | None = None
+    on_publishes: Callable[[list[Publish]], None] | None = None
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Read packets; go on while the chunk of this same connection has bytes left (one socket read)."""
@@ -147,12 +150,15 @@ class IngestClient(mqtt.Client):
             return super().loop_read(max_packets)
         ahead: ReadAheadSocket = sock
         reads = ahead.reads
-        handler = self.on_publish_bytes if self._protocol != mqtt.MQTTv5 else None
+        handler = self.on_publishes if self._protocol != mqtt.MQTTv5 else None
         rc = super().loop_read(max_packets)
         while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is ahead and ahead.reads <= reads + 1:
-            if handler is not None and self._in_packet["command"] == 0 and ahead.take_publishes(handler):
-                with self._msgtime_mutex:  # what paho's keepalive check reads, as paho sets it per packet
-                    self._last_bytes_received = mqtt.time_func()
+            if handler is not None and self._in_packet["command"] == 0:
+                publishes = ahead.take_publishes()
+                if publishes:
+                    with self._msgtime_mutex:  # what paho's keepalive check reads, as paho sets it
+                        self._last_bytes_received = mqtt.time_func()
+                    handler(publishes)  # may block while the inbox is full (backpressure)
             if not ahead.buffered():
                 break
             rc = super().loop_read(1)

@@ -6,8 +6,8 @@ handled (``manual_ack``), so a crash between receiving and writing means redeliv
 
 The paho callback only wraps the message and enqueues it (as aiomqtt's ``_on_message`` does); nothing
 it raises can reach paho, which would otherwise re-raise it in its network thread. With MQTT 3.1.1 most
-PUBLISH packets skip paho's message objects and arrive as bytes (``_on_publish_bytes``, from
-:mod:`ingest.mqtt_read`), in paho's network thread all the same, and are queued the same way. When the queue is
+PUBLISH packets skip paho's message objects and arrive as bytes, a chunk at a time (``_on_publishes``,
+from :mod:`ingest.mqtt_read`), in paho's network thread all the same, and are queued the same way. When the queue is
 full the callback blocks, which stops paho reading the socket: backpressure to the broker, never a drop.
 A network thread blocked that way is reported as disconnected, and a stop releases it (see :class:`Inbox`).
 The pipeline takes messages in bulk (:meth:`MqttSource.take`) and acks a whole batch with one write.
@@ -36,7 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from core.errors import SourceAuthError
 from core.mqtt import FATAL_CONNACK, connect_properties, make_client
 from ingest.decode import Inbound
-from ingest.mqtt_read import IngestClient, NoFilteredCallbacks, ReadAheadSocket
+from ingest.mqtt_read import IngestClient, NoFilteredCallbacks, Publish, ReadAheadSocket
 from store.lineproto import MAX_STORED_PAYLOAD
 
 if TYPE_CHECKING:
@@ -118,6 +118,21 @@ class Inbox:
             if len(self._items) == 1:
                 self._cond.notify_all()
             return True
+
+    def put_many(self, items: list[Inbound]) -> int:
+        """``put`` for each, in order, under one lock round trip; returns how many went in (fewer: closed)."""
+        with self._cond:
+            queue = self._items
+            for n, item in enumerate(items):
+                if self._full() and not self.closed:
+                    self._wait_for_room()
+                if self.closed:
+                    return n
+                queue.append(item)
+                self.bytes += len(item.payload)
+                if len(queue) == 1:
+                    self._cond.notify_all()
+            return len(items)
 
     def _wait_for_room(self) -> None:
         """The slow path of ``put`` (lock held): wait in slices, report a stall, give up when closed."""
@@ -254,7 +269,7 @@ class MqttSource:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         if isinstance(self.client, IngestClient):
-            self.client.on_publish_bytes = self._on_publish_bytes  # MQTT 3.1.1: without MQTTMessage
+            self.client.on_publishes = self._on_publishes  # MQTT 3.1.1: without MQTTMessage
         self.client.on_subscribe = self._on_subscribe
         self.client.on_socket_open = self._on_socket_open
         self._ack_lock = threading.Lock()
@@ -423,30 +438,48 @@ class MqttSource:
             self.callback_errors += 1
             log.exception("ingest.callback_failed", callback="on_message")
 
-    def _on_publish_bytes(self, topic: bytes, payload: bytes, qos: int, retain: bool, mid: int) -> None:
-        """``_on_message`` for a PUBLISH taken straight off the wire (ingest.mqtt_read, MQTT 3.1.1)."""
+    def _on_publishes(self, publishes: list[Publish]) -> None:
+        """``_on_message`` for the PUBLISH packets of one read-ahead chunk (ingest.mqtt_read, MQTT 3.1.1).
+
+        One receive time and one inbox lock round trip for the chunk: its packets arrived in one read.
+        """
         try:
-            try:
-                text = topic.decode()
-            except UnicodeDecodeError:  # as paho's MQTTMessage.topic would raise
-                text = topic.decode("utf-8", "backslashreplace")
-            self._enqueue(text, payload, qos, retain, mid)
+            received_ns, generation, limit = time.time_ns(), self._generation, self.max_payload_bytes
+            items = []
+            for topic, payload, qos, retain, mid in publishes:
+                try:
+                    text = topic.decode()
+                except UnicodeDecodeError:  # as paho's MQTTMessage.topic would raise
+                    text = topic.decode("utf-8", "backslashreplace")
+                if limit is not None and len(payload) > limit:
+                    items.append(self._oversize(text, payload, received_ns, qos, retain, (generation, mid)))
+                else:
+                    items.append(Inbound(text, payload, received_ns, qos, retain, (generation, mid)))
+            # Fewer only when stopping: the rest is not queued, not acked, so the broker redelivers it.
+            self.queue.put_many(items)
         except Exception:
             self.callback_errors += 1
-            log.exception("ingest.callback_failed", callback="on_publish_bytes")
+            log.exception("ingest.callback_failed", callback="on_publishes")
 
     def _enqueue(self, topic: str, payload: bytes | bytearray, qos: int, retain: bool, mid: int) -> None:
         if not isinstance(payload, bytes):  # paho hands out bytes; bytearray is in its type only
             payload = bytes(payload)
-        size = None
-        limit = self.max_payload_bytes
-        if limit is not None and len(payload) > limit:
-            # paho has read it already; what we hold is a copy of the part the rejected record shows,
-            # and paho drops the whole payload when this callback returns.
-            size = len(payload)
-            payload = bytes(payload[:MAX_STORED_PAYLOAD])
+        token = (self._generation, mid)
+        if self.max_payload_bytes is not None and len(payload) > self.max_payload_bytes:
+            item = self._oversize(topic, payload, time.time_ns(), qos, retain, token)
+        else:
+            item = Inbound(topic, payload, time.time_ns(), qos, retain, token)
         # False only when stopping: not queued, not acked, so the broker redelivers it.
-        self.queue.put(Inbound(topic, payload, time.time_ns(), qos, retain, (self._generation, mid), size))
+        self.queue.put(item)
+
+    @staticmethod
+    def _oversize(
+        topic: str, payload: bytes, received_ns: int, qos: int, retain: bool, token: object
+    ) -> Inbound:
+        """Only the part the rejected record shows is held; paho (or the read-ahead) drops the rest."""
+        return Inbound(
+            topic, bytes(payload[:MAX_STORED_PAYLOAD]), received_ns, qos, retain, token, len(payload)
+        )
 
     # --- used by the pipeline (its own thread) --------------------------------------------------------
 

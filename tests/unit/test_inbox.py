@@ -294,8 +294,7 @@ def test_complete_qos_0_and_1_publishes_are_taken_off_the_read_ahead_and_the_res
         b.sendall(b"".join(packets) + tail)
         assert wrapped.recv(1) == packets[0][:1]  # paho read the first byte: not a boundary any more
         wrapped._pos = 0  # back to the boundary, as after a packet paho finished
-        got: list[tuple[bytes, bytes, int, bool, int]] = []
-        assert wrapped.take_publishes(lambda *m, got=got: got.append(m)) == len(packets)
+        got = wrapped.take_publishes()
         expected = []
         for packet in packets:
             # paho's own decoding of the same bytes, after its fixed header
@@ -314,13 +313,39 @@ def test_a_publish_taken_off_the_wire_is_queued_as_paho_would_hand_it_over() -> 
     from ingest.source_mqtt import MqttSource
 
     source = MqttSource(MqttSettings(), max_payload_bytes=65_536)
-    assert source.client.on_publish_bytes == source._on_publish_bytes  # type: ignore[attr-defined]
+    assert source.client.on_publishes == source._on_publishes  # type: ignore[attr-defined]
     source._generation = 3
-    source._on_publish_bytes(b"oxygen/concentrator/U\xff/telemetry", b"{}", 1, True, 42)
-    source._on_publish_bytes(b"oxygen/concentrator/U2/telemetry", b"{" + b" " * 70_000, 0, False, 0)
+    source._on_publishes(
+        [
+            (b"oxygen/concentrator/U\xff/telemetry", b"{}", 1, True, 42),
+            (b"oxygen/concentrator/U2/telemetry", b"{" + b" " * 70_000, 0, False, 0),
+        ]
+    )
     first, second = source.queue.take(10, 0)
     # An invalid UTF-8 topic is kept readable for the rejected record, as from paho's on_message.
     assert first.topic == "oxygen/concentrator/U\\xff/telemetry"
     assert (first.payload, first.qos, first.retain, first.ack_token) == (b"{}", 1, True, (3, 42))
     assert (second.qos, second.ack_token, second.size, len(second.payload)) == (0, (3, 0), 70_001, 1024)
     assert source.callback_errors == 0
+
+
+def test_put_many_keeps_order_waits_at_the_bound_and_stops_when_closed() -> None:
+    box = Inbox(3)
+    done: list[int] = []
+    producer = threading.Thread(target=lambda: done.append(box.put_many([item(i) for i in range(5)])))
+    producer.start()
+    time.sleep(0.05)
+    assert (len(box), done) == (3, [])  # blocked at the bound: backpressure, nothing dropped
+    assert [m.received_ns for m in box.take(2, 0)] == [0, 1]
+    producer.join(2)
+    assert done == [5]
+    assert [m.received_ns for m in box.take(10, 0)] == [2, 3, 4]
+
+    closing = Inbox(1)
+    producer = threading.Thread(target=lambda: done.append(closing.put_many([item(i) for i in range(3)])))
+    producer.start()
+    time.sleep(0.05)
+    closing.close()  # a stop: the rest is not queued (never acked, so redelivered)
+    producer.join(2)
+    assert done == [5, 1]
+    assert [m.received_ns for m in closing.take(10, 0)] == [0]

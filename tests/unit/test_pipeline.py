@@ -610,9 +610,18 @@ def test_batches_in_hand_across_a_reconnect_are_not_acked_on_the_new_connection(
     source.client._packet_queue = lambda _c, packet, _m, _q: pubacks.append(packet)  # type: ignore[method-assign,assignment,misc]
 
     def deliver(first: int, n: int) -> None:
-        for i in range(first, first + n):
-            payload = json.dumps({"ts": NOW_MS - 1000 + i, "purity_pct": 93.0}).encode()
-            source._on_publish_bytes(f"oxygen/concentrator/U{i}/telemetry".encode(), payload, 1, False, i)
+        source._on_publishes(
+            [
+                (
+                    f"oxygen/concentrator/U{i}/telemetry".encode(),
+                    json.dumps({"ts": NOW_MS - 1000 + i, "purity_pct": 93.0}).encode(),
+                    1,
+                    False,
+                    i,
+                )
+                for i in range(first, first + n)
+            ]
+        )
 
     transport = GatedTransport(FakeSource([]))
     pipeline = Pipeline(
