@@ -13,6 +13,8 @@ Consumers, each in its own process, measured one after another in every run (def
 - ``oxyfleet``: ``oxyfleet run`` as shipped (default settings: MQTT 3.1.1, manual acks after the write,
   spool on); ``oxyfleet 5``: the same with ``OXYFLEET_MQTT__PROTOCOL=5``; ``oxyfleet w2``: ``oxyfleet
   run --workers 2`` (two ingest processes on one shared subscription; CPU and RSS of all its processes).
+- ``base``: ``oxyfleet run`` of another checkout (``--base DIR``, e.g. ``git worktree add DIR main``),
+  default settings, run with this checkout's Python: an A/B of two versions of the ingester in one run.
 - ``oxyfleet drain``: a backlog drain. ``oxyfleet run`` subscribes (persistent session) and stops; the
   readings, all an hour old (later than the 30 s late threshold, so late markers show), are queued in
   Mosquitto; then ``oxyfleet run`` starts again and the clock runs from its start (Python start-up
@@ -96,6 +98,7 @@ CONSUMERS: Final = (
     "oxyfleet 5",
     "oxyfleet drain",
     "oxyfleet w2",
+    "base",
 )
 REFERENCE: Final = "oxyfleet"
 DASH: Final = "\u2013"  # ranges read as in the docs: 5,061\u20136,056
@@ -432,9 +435,11 @@ def subscribed(port: int) -> bool:
 class Oxyfleet(Consumer):
     """``oxyfleet run`` as shipped, N processes (a shared subscription when N > 1) or ``--workers N``."""
 
-    def __init__(self, protocol: str | None = None, processes: int = 1, workers: int = 1) -> None:
+    def __init__(
+        self, protocol: str | None = None, processes: int = 1, workers: int = 1, root: Path = ROOT
+    ) -> None:
         super().__init__()
-        self.protocol, self.processes, self.workers = protocol, processes, workers
+        self.protocol, self.processes, self.workers, self.root = protocol, processes, workers, root
         self.name = REFERENCE if protocol is None else f"{REFERENCE} {protocol}"
         if workers > 1:
             self.name = f"{REFERENCE} w{workers}"
@@ -468,7 +473,9 @@ class Oxyfleet(Consumer):
             if self.processes > 1 or self.workers > 1:
                 env["OXYFLEET_MQTT__SHARED_GROUP"] = "bench"
             workers = ["--workers", str(self.workers)] if self.workers > 1 else []
-            self.procs.append(spawn([sys.executable, "-m", "oxyfleet", "run", *workers], env=env, cwd=ROOT))
+            self.procs.append(
+                spawn([sys.executable, "-m", "oxyfleet", "run", *workers], env=env, cwd=self.root)
+            )
             ports.extend(port + w for w in range(1, self.workers))  # each worker's metrics: port + w
         return ports
 
@@ -934,8 +941,10 @@ def install_node_red() -> tuple[Path | None, str]:
     )
 
 
-def factories(names: Sequence[str], red_js: Path | None, processes: int) -> dict[str, Callable[[], Consumer]]:
-    """How to make each consumer asked for (Node-RED only if it installed)."""
+def factories(
+    names: Sequence[str], red_js: Path | None, processes: int, base: Path | None = None
+) -> dict[str, Callable[[], Consumer]]:
+    """How to make each consumer asked for (Node-RED only if it installed, base only with --base)."""
     known: dict[str, Callable[[], Consumer]] = {
         "paho 3.1.1": lambda: BarePaho("3.1.1"),
         "paho 5": lambda: BarePaho("5"),
@@ -946,6 +955,14 @@ def factories(names: Sequence[str], red_js: Path | None, processes: int) -> dict
     }
     if red_js is not None:
         known["node-red"] = lambda: NodeRed(red_js)
+    if base is not None:
+
+        def make_base(root: Path = base) -> Consumer:
+            consumer = Oxyfleet(None, processes, root=root)
+            consumer.name = "base"
+            return consumer
+
+        known["base"] = make_base
     return {n: known[n] for n in names if n in known}
 
 
@@ -967,13 +984,18 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=2000.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="0: no latency measurement.")
     parser.add_argument("--json", type=Path, help="Also write every result to this file.")
+    parser.add_argument(
+        "--base", type=Path, help="Another checkout of oxyfleet, measured as consumer base (A/B)."
+    )
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}", flush=True)
     red_js, red_note = install_node_red() if "node-red" in args.consumers else (None, "")
     if red_note:
         print(red_note, flush=True)
-    make = factories(args.consumers, red_js, args.processes)
+    if "base" in args.consumers and (args.base is None or not (args.base / "oxyfleet").is_dir()):
+        parser.error("consumer base needs --base DIR, a checkout of oxyfleet")
+    make = factories(args.consumers, red_js, args.processes, args.base and args.base.resolve())
     print(
         f"load: {args.messages:,} QoS 1 readings from {args.units:,} units per measurement, pre-encoded, at most "
         f"{args.max_in_flight:,} unacknowledged; {args.processes} oxyfleet process(es); {args.runs} runs",

@@ -314,6 +314,15 @@ class BufferSettings(_Section):
             "much, and a batch is written once its payloads reach it. Oversize payloads are never held."
         ),
     )
+    overlap_writes: bool = Field(
+        # Issue 16: the loop was serial (decode, then wait for InfluxDB, then ack); one write in flight
+        # lets the next batch be decoded meanwhile. Acks stay in order and after the write either way.
+        default=True,
+        description=(
+            "Decode the next batch while the previous one is written (one write in flight; each batch "
+            "is then cut at half of MAX_BYTES); off: one batch at a time."
+        ),
+    )
     retry_initial_s: float = Field(
         0.5, gt=0, description="First wait after a failed write; doubles each time."
     )

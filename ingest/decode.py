@@ -7,12 +7,11 @@ raises out of :meth:`Decoder.decode`, whatever the bytes are.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from devices.payload import MAX_PAYLOAD_BYTES, MAX_READINGS, PAYLOAD_MODELS, TimeWindow
 from devices.spec import KINDS, UNIT_ID_RE
@@ -325,18 +324,10 @@ class Decoder:
         except ValidationError as exc:
             reject(*explain(exc, where))
             return
-        out.unknown_fields += len(item.keys() - _known_fields(model))
+        # Every key pydantic took is in model_fields_set (no aliases, duplicates refused by jsondoc), so
+        # the rest are unknown: no set difference per reading (a twentieth of the ingester's CPU, py-spy).
+        out.unknown_fields += len(item) - len(reading.model_fields_set)
         out.readings.append(ValidReading(parts.kind, parts.unit_id, reading))
-
-
-@functools.cache
-def _known_fields(model: type[BaseModel]) -> frozenset[str]:
-    """Field names of a payload model, cached.
-
-    pydantic's ``model_fields`` is rebuilt on every access; counting unknown fields that way was a sixth
-    of the decoding time in the profile.
-    """
-    return frozenset(model.model_fields)
 
 
 def _reading_bytes(item: object) -> bytes:

@@ -8,7 +8,14 @@ When the sink cannot write (InfluxDB down, throttling, timing out), the batch go
 has passed; then one write probes InfluxDB. Between live batches the spool replays, oldest first, for at
 most ``replay_budget_s``, so live data keeps flowing while a backlog drains. When the spool is full (or
 disabled) the batch is kept and retried with backoff and nothing is acked meanwhile, so the broker keeps
-holding what comes after it. Everything runs in one thread: no locks, and acks stay in order.
+holding what comes after it.
+
+One write is in flight while the next batch is decoded (``overlap_writes``, issue 16: a serial loop left
+the ingester idle while InfluxDB answered). Only the HTTP request of a batch's first write attempt runs in
+the writer thread; everything else (decoding, retries, the spool, replay, the counters, acks) stays in the
+pipeline thread, so there are still no locks. Batch n is finished (written, spooled or held, then acked)
+before batch n+1 is sent, and replay and the counters are written only while nothing is in flight: a
+failure of batch n stops batch n+1 from being sent, and acks stay in arrival order.
 
 Long module: the batch transaction (decode, write, spool, replay, ack, stats) is one state machine over
 one batch and one backoff clock; its parts stay together so the order of acks can be read in one place.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,6 +41,7 @@ from store.writer import InfluxSink, WriteReport
 if TYPE_CHECKING:
     import threading
     from collections.abc import Callable, Iterable
+    from concurrent.futures import Future
 
     from core.settings import BufferSettings
     from ingest.spool import Spool
@@ -49,6 +58,9 @@ _STATS_KEPT = 8_640
 _STATS_HEADROOM = 1 << 20  # at a stop they may go past a full spool's bound by this much (spool.put)
 _LATE_WINDOW_NS = LATE_MARKER_WINDOW_MS * 1_000_000
 _LATE_MARKED_MAX = 200_000  # units remembered for late markers (a few MB)
+# While a write is in flight, the inbox is polled in slices this long, so that a batch's acks go out
+# soon after InfluxDB's answer and not only when the next batch is full or old enough.
+_ANSWER_POLL_S = 0.01
 
 
 class Source(Protocol):
@@ -57,8 +69,11 @@ class Source(Protocol):
     fatal: SourceAuthError | None
     reconnects: int
 
-    def take(self, limit: int, timeout: float) -> list[Inbound]:
-        """Up to ``limit`` waiting messages, waiting at most ``timeout`` for the first."""
+    def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
+        """Up to ``limit`` waiting messages, waiting at most ``timeout`` for the first.
+
+        Their payloads stop at ``max_bytes`` (at least one message is taken).
+        """
         ...
 
     def ack(self, messages: Iterable[Inbound]) -> int:
@@ -90,6 +105,19 @@ class _Late:
     count: int
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One batch from decoding to its acks: its lines, where each came from, and its write in flight."""
+
+    messages: list[Inbound]
+    lines: list[str]
+    n_data: int  # lines[:n_data] are data, the rest rejected records
+    origins: list[_Origin]
+    rejections: list[Rejection]
+    started: float  # perf_counter() when decoding began
+    sent: Future[WriteReport] | None = None  # first write attempt, sent from the writer thread
+
+
 class Pipeline:
     """Runs the batch loop in the calling thread until ``stop`` is set or something fatal happens."""
 
@@ -117,7 +145,9 @@ class Pipeline:
         self.clock = clock
         self._warned: set[str] = set()
         self._outage_since: float | None = None
-        self._oldest_pending_ns = 0
+        self._unacked: deque[int] = deque()  # receive time of the first message of each batch in hand
+        self._in_hand = 0  # messages decoded and not yet acked
+        self._writer: ThreadPoolExecutor | None = None  # the one write in flight (overlap_writes)
         self.spool = spool
         self.replay_budget_s = replay_budget_s
         self._delay = buffer.retry_initial_s
@@ -136,21 +166,40 @@ class Pipeline:
         """Collect, write and ack batches until ``stop`` (or ``duration_s``) - then flush and return."""
         end = None if duration_s is None else self.clock() + duration_s
         self._next_stats = self.clock() + self.stats_interval_s
+        if self.buffer.overlap_writes:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="influx-write")
+        try:
+            self._loop(stop, end)
+        except StoppedError:
+            log.info("ingest.stopped_unacked", messages=self._in_hand)
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=False)  # a request still waiting for its answer is not acked
+                self._writer = None
+        # Whatever was collected is handled; the rest of the queue is unacked and will be redelivered.
+
+    def _loop(self, stop: threading.Event, end: float | None) -> None:
+        sending: _Batch | None = None  # sent, not yet answered (and so not acked)
         while not stop.is_set():
             if self.source.fatal is not None:
                 raise self.source.fatal
             if end is not None and self.clock() >= end:
                 break
-            batch = self._collect(stop)
-            try:
-                if batch:
-                    self.handle(batch, stop)
-                self.replay(stop, self.replay_budget_s)
-                self._stats_if_due()
-            except StoppedError:
-                log.info("ingest.stopped_unacked", messages=len(batch))
-                return
-        # Whatever was collected is handled; the rest of the queue is unacked and will be redelivered.
+            messages, sending = self._gather(stop, sending)
+            batch = self._prepare(messages) if messages else None
+            if sending is not None:
+                self._finish(sending, stop)
+                sending = None
+            # Replay and the counters only between writes: never beside a live batch in flight.
+            self.replay(stop, self.replay_budget_s)
+            self._stats_if_due()
+            if batch is not None:
+                if self._send(batch):
+                    sending = batch
+                else:
+                    self._finish(batch, stop)
+        if sending is not None:
+            self._finish(sending, stop)
 
     def _stats_if_due(self) -> None:
         if self.clock() >= self._next_stats:
@@ -158,23 +207,38 @@ class Pipeline:
             self.write_stats()
 
     def _collect(self, stop: threading.Event) -> list[Inbound]:
-        """A batch: full (count or payload bytes), or as old as ``batch_age_s``."""
-        batch = self.source.take(self.buffer.batch_size, 0.2)
-        if not batch:
-            return []
-        self._oldest_pending_ns = batch[0].received_ns
-        deadline = self.clock() + self.buffer.batch_age_s
+        """A batch: full (count or payload bytes), or as old as ``batch_age_s``; [] after 0.2 s idle."""
+        return self._gather(stop, None)[0]
+
+    def _gather(self, stop: threading.Event, sending: _Batch | None) -> tuple[list[Inbound], _Batch | None]:
+        """Collect a batch; finish ``sending`` as soon as InfluxDB has answered it (then None is returned).
+
+        With a write in flight a batch's payloads are bounded by half the byte budget, so that the two
+        batches in hand hold no more than one batch did before the overlap (the inbox holds the rest of
+        ``max_bytes``, as before).
+        """
         size = self.buffer.batch_size
-        budget = self.buffer.max_bytes
-        held = sum([len(m.payload) for m in batch])
+        budget = self.buffer.max_bytes // 2 if self._writer is not None else self.buffer.max_bytes
+        batch: list[Inbound] = []
+        held = 0
+        deadline = self.clock() + 0.2  # for the first message; then batch_age_s from it
         while len(batch) < size and held < budget and not stop.is_set():
+            if sending is not None and sending.sent is not None and sending.sent.done():
+                done, sending = sending, None
+                self._finish(done, stop)
             remaining = deadline - self.clock()
             if remaining <= 0:
                 break
-            more = self.source.take(size - len(batch), min(remaining, 0.2))
+            wait = min(remaining, 0.2 if sending is None else _ANSWER_POLL_S)
+            more = self.source.take(size - len(batch), wait, budget - held)
+            if not more:
+                continue
+            if not batch:
+                self._unacked.append(more[0].received_ns)
+                deadline = self.clock() + self.buffer.batch_age_s
             batch.extend(more)
             held += sum([len(m.payload) for m in more])
-        return batch
+        return batch, sending
 
     # --- one batch -----------------------------------------------------------------------------------
 
@@ -252,13 +316,35 @@ class Pipeline:
 
     def handle(self, batch: list[Inbound], stop: threading.Event) -> None:
         """Write (or spool) or reject every message of ``batch``, then ack them all in arrival order."""
+        self._finish(self._prepare(batch), stop)
+
+    def _prepare(self, batch: list[Inbound]) -> _Batch:
+        """Decode and validate a batch and build its lines (nothing is written or acked yet)."""
         started = time.perf_counter()
         self.builder.tags.refresh()
         self.stats.messages_received += len(batch)
+        self._in_hand += len(batch)
         lines, origins, rejections = self._lines(batch)
         n_data = len(lines)
         lines.extend(self.builder.rejected(r) for r in rejections)
-        report = self._write(lines, n_data, stop)
+        return _Batch(batch, lines, n_data, origins, rejections, started)
+
+    def _send(self, batch: _Batch) -> bool:
+        """Start the batch's first write in the writer thread; False when it must go the serial way.
+
+        Serial when overlapping is off, and while backing off from a failed write: then ``_finish``
+        spools it (or holds it) at once, as before.
+        """
+        if self._writer is None or self.clock() < self._retry_at:
+            return False
+        batch.sent = self._writer.submit(self.sink.write, batch.lines)
+        return True
+
+    def _finish(self, batch: _Batch, stop: threading.Event) -> None:
+        """Wait for the batch's write (or write, spool, hold it), record what InfluxDB refused, ack."""
+        lines, n_data, origins, rejections = batch.lines, batch.n_data, batch.origins, batch.rejections
+        started = batch.started
+        report = self._write(lines, n_data, stop, batch.sent)
         spooled = report is None
         report = report or WriteReport()
 
@@ -280,14 +366,16 @@ class Pipeline:
             self.stats.points_spooled += n_data
         else:
             self.stats.points_written += n_data - len(refused)
-        self.stats.messages_acked += self.source.ack(batch)
+        self.stats.messages_acked += self.source.ack(batch.messages)
         self.stats.batches_written += 1
-        self._oldest_pending_ns = 0
+        self._in_hand -= len(batch.messages)
+        if self._unacked:
+            self._unacked.popleft()
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.stats.last_batch_ms = elapsed_ms
         log.info(
             "ingest.batch_written",
-            messages=len(batch),
+            messages=len(batch.messages),
             points=n_data - len(refused),
             rejected=len(rejections),
             spooled=spooled,
@@ -323,15 +411,22 @@ class Pipeline:
                 "ingest.message_rejected", reason=rej.reason.value, detail=rej.detail, topic=rej.topic[:200]
             )
 
-    def _write(self, lines: list[str], n_data: int, stop: threading.Event) -> WriteReport | None:
+    def _write(
+        self,
+        lines: list[str],
+        n_data: int,
+        stop: threading.Event,
+        sent: Future[WriteReport] | None = None,
+    ) -> WriteReport | None:
         """Write, or spool (None) when InfluxDB cannot take it; keep retrying only when the spool is full.
 
         ``n_data`` is how many of ``lines`` are telemetry (the rest are rejected records), kept in the
-        spool so that replay counts and re-rejects them correctly. Raises StoppedError if asked to stop
-        while waiting with an unspooled batch.
+        spool so that replay counts and re-rejects them correctly. ``sent``: the first attempt, already
+        under way in the writer thread; its outcome counts as this loop's first. Raises StoppedError if
+        asked to stop while waiting with an unspooled batch.
         """
         while True:
-            if self.clock() < self._retry_at:
+            if sent is None and self.clock() < self._retry_at:
                 if self._to_spool(lines, n_data):
                     return None
                 # Held with the spool full: keep taking stats points meanwhile (kept until InfluxDB is
@@ -341,7 +436,11 @@ class Pipeline:
                     raise StoppedError
                 continue
             try:
-                report = self.sink.write(lines)
+                if sent is not None:
+                    first, sent = sent, None
+                    report = first.result()
+                else:
+                    report = self.sink.write(lines)
             except SinkRetryableError as exc:
                 self._failed(exc, len(lines))
                 continue
@@ -516,7 +615,10 @@ class Pipeline:
         if subscribed is not None:
             self.stats.gauges["mqtt_subscribed"] = int(subscribed.is_set())
         self.stats.gauges["points_unregistered"] = self.builder.tags.unregistered
-        oldest = self._oldest_pending_ns
+        try:
+            oldest = self._unacked[0]  # read from the metrics thread: the pipeline may just pop it
+        except IndexError:
+            oldest = 0
         self.stats.gauges["oldest_unwritten_age_s"] = (
             round((time.time_ns() - oldest) / 1e9, 3) if oldest else 0.0
         )

@@ -5,7 +5,9 @@ id, clean start off, session expiry). We ack a message only when the pipeline sa
 handled (``manual_ack``), so a crash between receiving and writing means redelivery, not loss.
 
 The paho callback only wraps the message and enqueues it (as aiomqtt's ``_on_message`` does); nothing
-it raises can reach paho, which would otherwise re-raise it in its network thread. When the queue is
+it raises can reach paho, which would otherwise re-raise it in its network thread. With MQTT 3.1.1 most
+PUBLISH packets skip paho's message objects and arrive as bytes, a chunk at a time (``_on_publishes``,
+from :mod:`ingest.mqtt_read`), in paho's network thread all the same, and are queued the same way. When the queue is
 full the callback blocks, which stops paho reading the socket: backpressure to the broker, never a drop.
 A network thread blocked that way is reported as disconnected, and a stop releases it (see :class:`Inbox`).
 The pipeline takes messages in bulk (:meth:`MqttSource.take`) and acks a whole batch with one write.
@@ -34,7 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from core.errors import SourceAuthError
 from core.mqtt import FATAL_CONNACK, connect_properties, make_client
 from ingest.decode import Inbound
-from ingest.mqtt_read import IngestClient, NoFilteredCallbacks, ReadAheadSocket
+from ingest.mqtt_read import IngestClient, NoFilteredCallbacks, Publish, ReadAheadSocket
 from store.lineproto import MAX_STORED_PAYLOAD
 
 if TYPE_CHECKING:
@@ -117,6 +119,21 @@ class Inbox:
                 self._cond.notify_all()
             return True
 
+    def put_many(self, items: list[Inbound]) -> int:
+        """``put`` for each, in order, under one lock round trip; returns how many went in (fewer: closed)."""
+        with self._cond:
+            queue = self._items
+            for n, item in enumerate(items):
+                if self._full() and not self.closed:
+                    self._wait_for_room()
+                if self.closed:
+                    return n
+                queue.append(item)
+                self.bytes += len(item.payload)
+                if len(queue) == 1:
+                    self._cond.notify_all()
+            return len(items)
+
     def _wait_for_room(self) -> None:
         """The slow path of ``put`` (lock held): wait in slices, report a stall, give up when closed."""
         started = time.monotonic()
@@ -136,16 +153,29 @@ class Inbox:
             self.closed = True
             self._cond.notify_all()
 
-    def take(self, limit: int, timeout: float) -> list[Inbound]:
-        """Up to ``limit`` items, waiting at most ``timeout`` for the first one."""
+    def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
+        """Up to ``limit`` items, waiting at most ``timeout`` for the first one.
+
+        With ``max_bytes``, items stop once their payloads reach it (at least one item is taken), so a
+        batch stays within its share of the byte budget even when one take empties a full inbox.
+        """
         with self._cond:
             if not self._items and not self._cond.wait(timeout):
                 return []
             was_full = self._full()
             items = self._items
             n = min(limit, len(items))
-            out = [items.popleft() for _ in range(n)]
-            self.bytes = self.bytes - sum([len(m.payload) for m in out]) if items else 0
+            if max_bytes is None or self.bytes <= max_bytes:  # all of it fits: no per-item count
+                out = [items.popleft() for _ in range(n)]
+                taken = sum([len(m.payload) for m in out])
+            else:
+                out, taken = [], 0
+                while n and (not out or taken < max_bytes):
+                    item = items.popleft()
+                    out.append(item)
+                    taken += len(item.payload)
+                    n -= 1
+            self.bytes = self.bytes - taken if items else 0
             if was_full:
                 self._cond.notify_all()
             return out
@@ -238,6 +268,8 @@ class MqttSource:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        if isinstance(self.client, IngestClient):
+            self.client.on_publishes = self._on_publishes  # MQTT 3.1.1: without MQTTMessage
         self.client.on_subscribe = self._on_subscribe
         self.client.on_socket_open = self._on_socket_open
         self._ack_lock = threading.Lock()
@@ -400,32 +432,54 @@ class MqttSource:
                 topic = msg.topic
             except UnicodeDecodeError:  # a broker should refuse these; if not, the decoder rejects it
                 topic = msg._topic.decode("utf-8", "backslashreplace")  # noqa: SLF001
-            payload = msg.payload
-            if not isinstance(payload, bytes):  # paho hands out bytes; bytearray is in its type only
-                payload = bytes(payload)
-            size = None
-            limit = self.max_payload_bytes
-            if limit is not None and len(payload) > limit:
-                # paho has read it already; what we hold is a copy of the part the rejected record shows,
-                # and paho drops the whole payload when this callback returns.
-                size = len(payload)
-                payload = bytes(payload[:MAX_STORED_PAYLOAD])
-            # False only when stopping: not queued, not acked, so the broker redelivers it.
-            self.queue.put(
-                Inbound(
-                    topic,
-                    payload,
-                    time.time_ns(),
-                    msg.qos,
-                    bool(msg.retain),
-                    (self._generation, msg.mid),
-                    size,
-                )
-            )
+            self._enqueue(topic, msg.payload, msg.qos, bool(msg.retain), msg.mid)
         except Exception:
             # Not acked, so the broker redelivers it after the next reconnect: counted, not lost.
             self.callback_errors += 1
             log.exception("ingest.callback_failed", callback="on_message")
+
+    def _on_publishes(self, publishes: list[Publish]) -> None:
+        """``_on_message`` for the PUBLISH packets of one read-ahead chunk (ingest.mqtt_read, MQTT 3.1.1).
+
+        One receive time and one inbox lock round trip for the chunk: its packets arrived in one read.
+        """
+        try:
+            received_ns, generation, limit = time.time_ns(), self._generation, self.max_payload_bytes
+            items = []
+            for topic, payload, qos, retain, mid in publishes:
+                try:
+                    text = topic.decode()
+                except UnicodeDecodeError:  # as paho's MQTTMessage.topic would raise
+                    text = topic.decode("utf-8", "backslashreplace")
+                if limit is not None and len(payload) > limit:
+                    items.append(self._oversize(text, payload, received_ns, qos, retain, (generation, mid)))
+                else:
+                    items.append(Inbound(text, payload, received_ns, qos, retain, (generation, mid)))
+            # Fewer only when stopping: the rest is not queued, not acked, so the broker redelivers it.
+            self.queue.put_many(items)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("ingest.callback_failed", callback="on_publishes")
+
+    def _enqueue(self, topic: str, payload: bytes | bytearray, qos: int, retain: bool, mid: int) -> None:
+        if not isinstance(payload, bytes):  # paho hands out bytes; bytearray is in its type only
+            payload = bytes(payload)
+        token = (self._generation, mid)
+        if self.max_payload_bytes is not None and len(payload) > self.max_payload_bytes:
+            item = self._oversize(topic, payload, time.time_ns(), qos, retain, token)
+        else:
+            item = Inbound(topic, payload, time.time_ns(), qos, retain, token)
+        # False only when stopping: not queued, not acked, so the broker redelivers it.
+        self.queue.put(item)
+
+    @staticmethod
+    def _oversize(
+        topic: str, payload: bytes, received_ns: int, qos: int, retain: bool, token: object
+    ) -> Inbound:
+        """Only the part the rejected record shows is held; paho (or the read-ahead) drops the rest."""
+        return Inbound(
+            topic, bytes(payload[:MAX_STORED_PAYLOAD]), received_ns, qos, retain, token, len(payload)
+        )
 
     # --- used by the pipeline (its own thread) --------------------------------------------------------
 
@@ -442,9 +496,9 @@ class MqttSource:
         self.client.loop_start()
         self.broker.start()
 
-    def take(self, limit: int, timeout: float) -> list[Inbound]:
-        """Up to ``limit`` waiting messages; waits at most ``timeout`` for the first."""
-        return self.queue.take(limit, timeout)
+    def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
+        """Up to ``limit`` waiting messages (payloads up to ``max_bytes``); waits at most ``timeout``."""
+        return self.queue.take(limit, timeout, max_bytes)
 
     def ack(self, messages: Iterable[Inbound]) -> int:
         """Acknowledge handled messages in arrival order; skip those from an earlier connection.

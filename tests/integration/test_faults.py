@@ -103,8 +103,9 @@ class PrivateServices:
 
 
 class FaultProxy:
-    """HTTP proxy to the real InfluxDB that fails on command: ``mode`` is pass, 503, 429, slow:<seconds>, or
-    lost-answer (InfluxDB stores the points, the answer never reaches the ingester: written, never acked)."""
+    """HTTP proxy to the real InfluxDB that fails on command: ``mode`` is pass, 503, 429, slow:<seconds>,
+    lost-answer (InfluxDB stores the points, the answer never reaches the ingester: written, never acked),
+    or slow503:<seconds> (InfluxDB is not asked; 503 after that long, as an overloaded InfluxDB answers)."""
 
     def __init__(self, upstream: str) -> None:  # noqa: C901 - one relay with a branch per fault mode
         self.mode = "pass"
@@ -120,8 +121,10 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else None
                 mode = proxy.mode
                 is_write = self.path.startswith("/write")
-                if is_write and mode in ("503", "429"):
-                    status = int(mode)
+                if is_write and mode.startswith("slow503:"):
+                    time.sleep(float(mode.split(":", 1)[1]))
+                if is_write and (mode in ("503", "429") or mode.startswith("slow503:")):
+                    status = 429 if mode == "429" else 503
                     proxy.writes.append((time.monotonic(), mode, status))
                     message = b'{"error":"injected by the fault proxy"}'
                     self.send_response(status)
@@ -517,6 +520,56 @@ def test_influxdb_answering_503_429_and_slowly(scenario: Any) -> None:
         metrics = ingester.metrics()
         assert metrics["points_spooled"] > 0
         assert metrics["points_replayed"] == metrics["points_spooled"]
+    finally:
+        proxy.close()
+
+
+def test_a_write_failing_while_the_next_batch_is_decoded_acks_neither_and_spools_both_in_order(
+    scenario: Any,
+) -> None:
+    """Issue 16: one write is in flight while the next batch is decoded.
+
+    InfluxDB holds the first batch's write for seconds, then answers 503. The second batch, decoded
+    meanwhile, is not acked before that answer and is not sent to the failing InfluxDB: it follows the
+    first into the spool, and both are acked in order. In the end every reading is stored exactly once.
+    """
+    proxy = FaultProxy(SHARED_INFLUX)
+    try:
+        ingester, load_env = scenario(
+            influx_url=proxy.url,
+            db_url=SHARED_INFLUX,
+            OXYFLEET_BUFFER__BATCH_SIZE="500",
+            OXYFLEET_BUFFER__BATCH_AGE_S="5",  # batches are cut by count here, not by age
+            OXYFLEET_BUFFER__RETRY_INITIAL_S="3",  # no second attempt before the proxy passes again
+            OXYFLEET_INFLUX__TIMEOUT_S="15",  # the ingester waits for the 503 (no timeout of its own)
+        )
+        ingester.start()
+        proxy.mode = "slow503:5"
+        load = Load(load_env, messages=2_000, rate=0, unit_prefix="OVERLAP")
+
+        def two_batches_taken() -> dict[str, float] | None:
+            metrics = ingester.metrics()
+            return metrics if metrics.get("messages_received", 0) >= 1_000 else None
+
+        during = wait(two_batches_taken, 15, "the second batch decoded", 0.05)
+        assert not proxy.writes, "the first write must still be waiting for its answer"
+        assert (during["messages_received"], during["messages_acked"]) == (1_000, 0)
+        wait(lambda: proxy.writes, 15, "InfluxDB's 503")
+        proxy.mode = "pass"
+        load.finish()
+        assert_published_equals_stored(ingester, [load], SHARED_INFLUX)
+        assert [mode for _, mode, _ in proxy.writes].count("slow503:5") == 1  # the second batch never went
+        batches = [
+            event
+            for event in (
+                json.loads(line) for line in ingester.log.read_text().splitlines() if line[:1] == "{"
+            )
+            if event.get("event") == "ingest.batch_written"
+        ]
+        assert [(b["messages"], b["spooled"]) for b in batches[:2]] == [(500, True), (500, True)]
+        metrics = ingester.metrics()
+        assert metrics["messages_acked"] == 2_000
+        assert metrics["points_replayed"] == metrics["points_spooled"] >= 1_000
     finally:
         proxy.close()
 

@@ -195,7 +195,7 @@ def test_pipeline_over_v2_waits_out_throttling_and_loses_nothing(standin: StandI
         fatal: SourceAuthError | None = None
         reconnects = 0
 
-        def take(self, limit: int, timeout: float) -> list[Inbound]:
+        def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
             return [messages.popleft() for _ in range(min(limit, len(messages)))]
 
         def ack(self, batch: Iterable[Inbound]) -> int:

@@ -239,3 +239,113 @@ def test_the_read_ahead_serves_paho_small_reads_from_one_socket_read_and_reports
     b.close()
     assert wrapped.recv(1) == b""  # end of stream reaches paho unchanged
     a.close()
+
+
+def test_take_stops_at_a_byte_bound_with_at_least_one_item_and_keeps_the_count_right() -> None:
+    box = Inbox(100)
+    for i in range(10):
+        box.put(Inbound("t", b"x" * 100, i, 1, False, (1, i)))
+    assert [m.received_ns for m in box.take(100, 0, max_bytes=250)] == [0, 1, 2]  # the third crosses it
+    assert [m.received_ns for m in box.take(100, 0, max_bytes=1)] == [3]
+    assert box.bytes == 600
+    assert [m.received_ns for m in box.take(100, 0, max_bytes=10_000)] == [4, 5, 6, 7, 8, 9]
+    assert box.bytes == 0
+
+
+def publish_packet(
+    topic: bytes, payload: bytes, qos: int = 1, mid: int = 7, *, retain: bool = False
+) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + payload
+    length, remaining = b"", len(body)
+    while True:
+        byte, remaining = remaining % 128, remaining // 128
+        length += bytes([byte | (0x80 if remaining else 0)])
+        if not remaining:
+            break
+    return bytes([0x30 | qos << 1 | int(retain)]) + length + body
+
+
+def test_complete_qos_0_and_1_publishes_are_taken_off_the_read_ahead_and_the_rest_is_left_to_paho() -> None:
+    """MQTT 3.1.1 PUBLISH packets decoded without paho (ingest.mqtt_read), exactly as paho decodes them."""
+    import socket
+
+    from paho.mqtt._packet import decode_publish
+    from paho.mqtt.enums import MQTTProtocolVersion
+
+    from ingest.mqtt_read import ReadAheadSocket
+
+    big = b"{" + b"x" * 20_000 + b"}"  # a three-byte remaining length
+    packets = [
+        publish_packet(b"oxygen/concentrator/U1/telemetry", b'{"ts":1}', qos=1, mid=65_535),
+        publish_packet(b"oxygen/concentrator/U2/status", b"online", qos=0, retain=True),
+        publish_packet("oxygen/concentrator/Ü3/telemetry".encode(), big, qos=1, mid=1),
+        publish_packet(b"a/b", b"", qos=1, mid=2),
+    ]
+    stop_at = [
+        bytes([0x40, 2, 0, 9]),  # a PUBACK: paho's
+        publish_packet(b"q2", b"{}", qos=2),  # QoS 2: paho keeps its state
+        bytes([0x30, 2, 0, 0]),  # empty topic: malformed, paho reports it
+        publish_packet(b"t", b"abc")[:-1],  # not complete yet
+    ]
+    for tail in stop_at:
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        wrapped = ReadAheadSocket(a)
+        b.sendall(b"".join(packets) + tail)
+        assert wrapped.recv(1) == packets[0][:1]  # paho read the first byte: not a boundary any more
+        wrapped._pos = 0  # back to the boundary, as after a packet paho finished
+        got = wrapped.take_publishes()
+        expected = []
+        for packet in packets:
+            # paho's own decoding of the same bytes, after its fixed header
+            header_len = 2 if packet[1] < 0x80 else (3 if packet[2] < 0x80 else 4)
+            p = decode_publish(packet[0], packet[header_len:], MQTTProtocolVersion.MQTTv311)
+            expected.append((p.topic, p.payload, p.qos, p.retain, p.mid))
+        assert got == expected
+        assert wrapped.buffered() == len(tail)  # what paho must handle is still there, untouched
+        assert wrapped.recv(len(tail)) == tail
+        a.close()
+        b.close()
+
+
+def test_a_publish_taken_off_the_wire_is_queued_as_paho_would_hand_it_over() -> None:
+    from core.settings import MqttSettings
+    from ingest.source_mqtt import MqttSource
+
+    source = MqttSource(MqttSettings(), max_payload_bytes=65_536)
+    assert source.client.on_publishes == source._on_publishes  # type: ignore[attr-defined]
+    source._generation = 3
+    source._on_publishes(
+        [
+            (b"oxygen/concentrator/U\xff/telemetry", b"{}", 1, True, 42),
+            (b"oxygen/concentrator/U2/telemetry", b"{" + b" " * 70_000, 0, False, 0),
+        ]
+    )
+    first, second = source.queue.take(10, 0)
+    # An invalid UTF-8 topic is kept readable for the rejected record, as from paho's on_message.
+    assert first.topic == "oxygen/concentrator/U\\xff/telemetry"
+    assert (first.payload, first.qos, first.retain, first.ack_token) == (b"{}", 1, True, (3, 42))
+    assert (second.qos, second.ack_token, second.size, len(second.payload)) == (0, (3, 0), 70_001, 1024)
+    assert source.callback_errors == 0
+
+
+def test_put_many_keeps_order_waits_at_the_bound_and_stops_when_closed() -> None:
+    box = Inbox(3)
+    done: list[int] = []
+    producer = threading.Thread(target=lambda: done.append(box.put_many([item(i) for i in range(5)])))
+    producer.start()
+    time.sleep(0.05)
+    assert (len(box), done) == (3, [])  # blocked at the bound: backpressure, nothing dropped
+    assert [m.received_ns for m in box.take(2, 0)] == [0, 1]
+    producer.join(2)
+    assert done == [5]
+    assert [m.received_ns for m in box.take(10, 0)] == [2, 3, 4]
+
+    closing = Inbox(1)
+    producer = threading.Thread(target=lambda: done.append(closing.put_many([item(i) for i in range(3)])))
+    producer.start()
+    time.sleep(0.05)
+    closing.close()  # a stop: the rest is not queued (never acked, so redelivered)
+    producer.join(2)
+    assert done == [5, 1]
+    assert [m.received_ns for m in closing.take(10, 0)] == [0]

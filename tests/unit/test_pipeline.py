@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from structlog.testing import capture_logs
 
 from core.errors import SinkAuthError, SinkRejectedError, SinkRetryableError, SourceAuthError
@@ -19,7 +23,7 @@ from store.lineproto import LineBuilder
 from store.writer import InfluxSink
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from pathlib import Path
 
 NOW_MS = 1764140400000
@@ -39,8 +43,13 @@ class FakeSource:
         self.fatal: SourceAuthError | None = None
         self.reconnects = 0
 
-    def take(self, limit: int, timeout: float) -> list[Inbound]:
-        return [self.messages.popleft() for _ in range(min(limit, len(self.messages)))]
+    def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
+        out: list[Inbound] = []
+        held = 0
+        while self.messages and len(out) < limit and (max_bytes is None or held < max_bytes):
+            out.append(self.messages.popleft())
+            held += len(out[-1].payload)
+        return out
 
     def ack(self, messages: Iterable[Inbound]) -> int:
         tokens = [m.ack_token for m in messages]
@@ -403,3 +412,237 @@ def test_later_batches_of_a_drain_add_a_point_only_when_the_unit_starts_earlier(
     assert len(points) == 3  # series and time: the rewrite overwrites, only U1's earlier start adds one
     assert markers[0].rsplit(" ", 1)[1] == markers[2].rsplit(" ", 1)[1]
     assert len([line for line in transport.lines if line.startswith("telemetry,")]) == 5
+
+
+# --- one write in flight while the next batch is decoded (overlap_writes, issue 16) --------------------
+
+
+class WaitingSource(FakeSource):
+    """Like the MQTT inbox: an empty take waits (briefly), so the loop idles as it does in production."""
+
+    def take(self, limit: int, timeout: float, max_bytes: int | None = None) -> list[Inbound]:
+        if not self.messages:
+            time.sleep(min(timeout, 0.005))
+        return super().take(limit, timeout, max_bytes)
+
+
+class GatedTransport(RecordingTransport):
+    """The first write waits until the test opens the gate, then fails or succeeds as scripted.
+
+    Records, for every attempt, how many messages had been acked and decoded when it started.
+    """
+
+    def __init__(self, source: FakeSource, failures: list[Exception] | None = None) -> None:
+        super().__init__(failures)
+        self.source = source
+        self.gate = threading.Event()
+        self.at_attempt: list[tuple[int, list[str]]] = []  # (acked, units written in this body)
+        self.pipeline: Pipeline | None = None
+
+    def write(self, body: bytes) -> None:
+        self.at_attempt.append((len(self.source.acked), telemetry_units(body.decode().split("\n"))))
+        if self.attempts == 0:
+            assert self.gate.wait(10)
+        super().write(body)
+
+
+def run_in_thread(pipeline: Pipeline) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
+    stop, errors = threading.Event(), []
+
+    def target() -> None:
+        try:
+            pipeline.run(stop)
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, stop, errors
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def test_the_next_batch_is_decoded_while_one_is_written_and_acks_wait_for_its_answer() -> None:
+    source = WaitingSource([msg(i, unit=f"U{i}") for i in range(6)])
+    transport = GatedTransport(source)
+    pipeline = make(source, transport, batch_size=2)
+    assert pipeline.buffer.overlap_writes  # the default
+    thread, stop, errors = run_in_thread(pipeline)
+    # The first write is held by InfluxDB; meanwhile the second batch is decoded, and nothing is acked.
+    wait_until(lambda: pipeline.stats.messages_received == 4)
+    time.sleep(0.05)
+    assert (source.acked, pipeline.stats.messages_received, len(transport.at_attempt)) == ([], 4, 1)
+    assert pipeline.snapshot()["oldest_unwritten_age_s"] > 0
+    transport.gate.set()
+    wait_until(lambda: len(source.acked) == 6)
+    stop.set()
+    thread.join(5)
+    assert not errors
+    assert source.acked == list(range(6))
+    # One write at a time, each batch sent only after the one before it was answered and acked.
+    assert transport.at_attempt == [(0, ["U0", "U1"]), (2, ["U2", "U3"]), (4, ["U4", "U5"])]
+    assert telemetry_units(transport.lines) == [f"U{i}" for i in range(6)]
+    assert pipeline.snapshot()["oldest_unwritten_age_s"] == 0.0
+
+
+def test_a_failed_write_while_the_next_batch_waits_spools_both_in_order_and_acks_after(
+    tmp_path: Path,
+) -> None:
+    source = WaitingSource([msg(i, unit=f"U{i}") for i in range(4)])
+    # InfluxDB fails the first write after holding it (a timeout, a 503), asking for 60 s of quiet.
+    transport = GatedTransport(source, [SinkRetryableError("503", 503, 60.0)])
+    spool = Spool(tmp_path, 1 << 20)
+    pipeline = make(source, transport, spool, batch_size=2)
+    thread, stop, errors = run_in_thread(pipeline)
+    wait_until(lambda: pipeline.stats.messages_received == 4)
+    assert source.acked == []
+    transport.gate.set()
+    wait_until(lambda: len(source.acked) == 4)
+    stop.set()
+    thread.join(5)
+    assert not errors
+    # The decoded second batch was never sent: it followed the first into the spool, behind it.
+    assert transport.attempts == 1
+    assert source.acked == [0, 1, 2, 3]
+    assert (spool.batches, pipeline.stats.points_spooled, pipeline.stats.points_written) == (2, 4, 0)
+    pipeline._retry_at = 0.0
+    assert pipeline.replay(threading.Event(), 10) == 2
+    assert telemetry_units(transport.lines) == ["U0", "U1", "U2", "U3"]
+    assert spool.batches == 0
+
+
+def test_without_a_spool_a_failed_write_is_retried_before_the_next_batch_is_sent() -> None:
+    source = WaitingSource([msg(i, unit=f"U{i}") for i in range(4)])
+    transport = GatedTransport(source, [SinkRetryableError("503", 503), SinkRetryableError("down")])
+    pipeline = make(source, transport, batch_size=2)
+    thread, stop, errors = run_in_thread(pipeline)
+    wait_until(lambda: pipeline.stats.messages_received == 4)
+    transport.gate.set()
+    wait_until(lambda: len(source.acked) == 4)
+    stop.set()
+    thread.join(5)
+    assert not errors
+    # Three attempts for the first batch (two failures), with nothing acked; then the second batch.
+    assert transport.at_attempt == [
+        (0, ["U0", "U1"]),
+        (0, ["U0", "U1"]),
+        (0, ["U0", "U1"]),
+        (2, ["U2", "U3"]),
+    ]
+    assert source.acked == [0, 1, 2, 3]
+    assert telemetry_units(transport.lines) == ["U0", "U1", "U2", "U3"]
+
+
+def test_stop_waits_for_the_answer_of_the_write_in_flight_and_acks_it() -> None:
+    source = WaitingSource([msg(i, unit=f"U{i}") for i in range(2)])
+    transport = GatedTransport(source)
+    pipeline = make(source, transport, batch_size=2)
+    thread, stop, errors = run_in_thread(pipeline)
+    wait_until(lambda: len(transport.at_attempt) == 1)
+    stop.set()
+    time.sleep(0.05)
+    assert source.acked == []
+    transport.gate.set()
+    thread.join(5)
+    assert not errors and not thread.is_alive()
+    assert source.acked == [0, 1]
+
+
+def test_stop_while_the_write_in_flight_fails_without_a_spool_leaves_both_batches_unacked() -> None:
+    source = WaitingSource([msg(i, unit=f"U{i}") for i in range(4)])
+    transport = GatedTransport(source, [SinkRetryableError("down")] * 100)
+    pipeline = make(source, transport, batch_size=2)
+    thread, stop, errors = run_in_thread(pipeline)
+    wait_until(lambda: pipeline.stats.messages_received == 4)
+    with capture_logs() as logs:
+        stop.set()
+        transport.gate.set()
+        thread.join(5)
+    assert not errors and not thread.is_alive()
+    assert source.acked == []
+    stopped = [e for e in logs if e["event"] == "ingest.stopped_unacked"]
+    assert [e["messages"] for e in stopped] == [4]
+
+
+def test_with_a_write_in_flight_a_batch_is_cut_at_half_the_byte_budget() -> None:
+    payload = b"x" * 10_000
+    source = FakeSource([msg(i, payload) for i in range(20)])
+    pipeline = make(source, RecordingTransport(), batch_size=100)
+    pipeline.buffer = pipeline.buffer.model_copy(update={"max_bytes": 64 * 1024})
+    stop = threading.Event()
+    assert len(pipeline._collect(stop)) == 7  # serial: up to the budget (the last one crosses it)
+    pipeline._writer = ThreadPoolExecutor(1)
+    try:
+        assert len(pipeline._collect(stop)) == 4  # two batches in hand: half of it each
+    finally:
+        pipeline._writer.shutdown()
+
+
+def test_unknown_fields_are_counted_per_reading() -> None:
+    one = json.dumps({"ts": NOW_MS, "purity_pct": 93.0, "rssi_dbm": -70, "fw": "1.2"}).encode()
+    many = json.dumps(
+        {
+            "readings": [{"ts": NOW_MS + 1, "flow_lpm": 5.0, "x": 1}, {"ts": NOW_MS + 2, "running": True}],
+            "note": 1,
+        }
+    ).encode()
+    known = json.dumps({"ts": NOW_MS + 3, "seq": 4, "unit_id": "U1", "purity_pct": 93.0}).encode()
+    source = FakeSource([msg(0, one), msg(1, many), msg(2, known)])
+    pipeline = make(source, RecordingTransport())
+    run_until_drained(pipeline, source)
+    assert (pipeline.stats.points_written, pipeline.stats.unknown_fields) == (4, 4)
+
+
+def test_batches_in_hand_across_a_reconnect_are_not_acked_on_the_new_connection() -> None:
+    """The MQTT source's own inbox and acks: a batch decoded (or being written) when the connection drops
+    is written but never acked on the next connection, whose packet ids mean other messages; the
+    broker redelivers it and the rewrite overwrites the same points."""
+    from core.settings import MqttSettings
+    from ingest.source_mqtt import MqttSource
+
+    source = MqttSource(MqttSettings())
+    pubacks: list[bytes] = []
+    source.client._packet_queue = lambda _c, packet, _m, _q: pubacks.append(packet)  # type: ignore[method-assign,assignment,misc]
+
+    def deliver(first: int, n: int) -> None:
+        source._on_publishes(
+            [
+                (
+                    f"oxygen/concentrator/U{i}/telemetry".encode(),
+                    json.dumps({"ts": NOW_MS - 1000 + i, "purity_pct": 93.0}).encode(),
+                    1,
+                    False,
+                    i,
+                )
+                for i in range(first, first + n)
+            ]
+        )
+
+    transport = GatedTransport(FakeSource([]))
+    pipeline = Pipeline(
+        source,
+        InfluxSink(transport),
+        Decoder(check_time=False),
+        LineBuilder(instance="t"),
+        BufferSettings(batch_size=2, batch_age_s=0.05),
+        stats_interval_s=3600,
+    )
+    deliver(1, 4)
+    thread, stop, errors = run_in_thread(pipeline)
+    wait_until(lambda: pipeline.stats.messages_received == 4)  # one batch written, the next decoded
+    source._on_disconnect(source.client, None, None, ReasonCode(PacketTypes.DISCONNECT), None)
+    transport.gate.set()
+    wait_until(lambda: pipeline.stats.batches_written == 2)
+    assert (pubacks, pipeline.stats.messages_acked) == ([], 0)  # written, not acked
+    deliver(1, 2)  # the broker redelivers on the new connection: these are acked
+    wait_until(lambda: pipeline.stats.batches_written == 3)
+    stop.set()
+    thread.join(5)
+    assert not errors
+    assert pubacks == [b"\x40\x02\x00\x01\x40\x02\x00\x02"]
+    assert telemetry_units(transport.lines) == ["U1", "U2", "U3", "U4", "U1", "U2"]
