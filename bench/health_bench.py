@@ -164,6 +164,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
     parser.add_argument(
         "--profile", type=Path, default=None, help="write a cProfile of each cycle to this directory"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database (to profile `oxyfleet status`)"
+    )
     args = parser.parse_args()
     global PROFILE_DIR  # noqa: PLW0603 - a script's option
     PROFILE_DIR = args.profile
@@ -238,7 +241,18 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
             }
             t0 = time.perf_counter()
             shown = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
-                [str(Path(sys.executable).with_name("oxyfleet")), "status"],
+                [str(Path(sys.executable).with_name("oxyfleet")), "status"]
+                if PROFILE_DIR is None
+                else [
+                    sys.executable,
+                    "-m",
+                    "cProfile",
+                    "-o",
+                    str(PROFILE_DIR / "status.prof"),
+                    "-m",
+                    "oxyfleet",
+                    "status",
+                ],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -273,7 +287,10 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
         print(f"`oxyfleet status` (own process, stored status): {status_s:.2f} s wall, {status_units}")
         print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        reader.execute(f'DROP DATABASE "{db}"')
+        if args.keep:
+            print(f"kept database {db}; inventory not kept")
+        else:
+            reader.execute(f'DROP DATABASE "{db}"')
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import gc
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -285,6 +286,10 @@ class HealthEngine:
         self._resume_priors: dict[str, Condition] | None = None
         self._resume_heads: dict[str, Segment] = {}
         self._kinds_of: Inventory | None = None  # the inventory ``_docs`` was computed for
+        self._collected_at = time.monotonic()
+        self._tag_sets: dict[
+            str, tuple[Unit, str]
+        ] = {}  # the last full garbage collection (see :meth:`cycle`)
         self._docs = True
         # The earliest minute of a cycle whose write failed: the next cycle re-evaluates from there.
         self._unconfirmed_from: int | None = None
@@ -473,6 +478,15 @@ class HealthEngine:
             by_unit[row[Tag.UNIT_ID]].append(row)
         return by_unit
 
+    def _unit_tags(self, unit: Unit) -> str:
+        """The unit's current tag set, by id (hashing the whole frozen Unit for a cache costs more)."""
+        known = self._tag_sets.get(unit.unit_id)
+        if known is not None and known[0] is unit:
+            return known[1]
+        tags = _tags(unit)
+        self._tag_sets[unit.unit_id] = (unit, tags)
+        return tags
+
     def _has_docs(self) -> bool:
         inventory = self.inventory
         if self._kinds_of is not inventory:
@@ -562,7 +576,7 @@ class HealthEngine:
             result.segments[uid] = segments
             hours = facts.hours.get(uid)
             due = hours is not None and hours - unit.last_service_run_hours >= unit.spec.service_interval_h
-            tags = _tags(unit)
+            tags = self._unit_tags(unit)
             # A unit moved between hospitals (inventory rows with valid_from, issue 19): each minute and
             # event is booked under the assignment in force then, so per-hospital uptime follows the move.
             moved = uid in self.inventory.history
@@ -696,7 +710,29 @@ class HealthEngine:
         Nothing the engine remembers about what is stored (the written-lines cache, the late-upload
         checkpoint, the status cache) moves before InfluxDB confirmed the write: after a failed write the
         next cycle re-evaluates the whole window and writes what was lost.
+
+        The cyclic garbage collector is held off during a cycle and what the cycle kept is frozen after it:
+        at 20,000 units the reading cache is millions of objects that hold no reference cycles (they are
+        freed by reference counting), and the collector's full passes over them cost a fifth of a cycle.
+        Once an hour everything is unfrozen and collected, so cyclic garbage of other threads that was
+        frozen meanwhile is not kept for good.
         """
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._cycle()
+        finally:
+            if enabled:
+                gc.enable()
+            if time.monotonic() - self._collected_at >= 3600:
+                gc.unfreeze()
+                gc.collect()
+                self._collected_at = time.monotonic()
+            else:
+                gc.collect(1)  # what this cycle left: young objects only
+            gc.freeze()
+
+    def _cycle(self) -> Evaluation:
         self._inventory.refresh()
         now_ms = int(self.clock() * 1000)
         start = now_ms - self.lookback_ms
@@ -961,6 +997,8 @@ class HealthEngine:
                 seconds = tuple(whole_minute(condition.state).values())
                 key = (condition, seconds, due)
                 body = _minute_fields(condition, seconds, due)
+                moved = unit_id in self.inventory.history
+                tags = self._unit_tags(unit)
                 written = self._written.get(unit_id, {})
                 confirm: dict[int, object] = {}
                 first = max(tail_from, last.start_ms + (-last.start_ms) % MINUTE_MS)
@@ -968,7 +1006,7 @@ class HealthEngine:
                     if written.get(m) == key:
                         continue
                     confirm[m] = key
-                    booked = _tags_at(self.inventory, unit, m)
+                    booked = _tags_at(self.inventory, unit, m) if moved else tags
                     out.lines.append(f"{_STATE_HEAD},{booked} {body} {m * _NS_PER_MS}")
                 out.written[unit_id] = confirm
                 kept = [g for g in segs[:-1] if g.end_ms > start]
