@@ -711,7 +711,7 @@ class HealthEngine:
         checkpoint, the status cache) moves before InfluxDB confirmed the write: after a failed write the
         next cycle re-evaluates the whole window and writes what was lost.
 
-        The cyclic garbage collector is held off during a cycle and what the cycle kept is frozen after it:
+        The cyclic garbage collector is held off during a cycle and what the cycle made is frozen after it:
         at 20,000 units the reading cache is millions of objects that hold no reference cycles (they are
         freed by reference counting), and the collector's full passes over them cost a fifth of a cycle.
         Once an hour everything is unfrozen and collected, so cyclic garbage of other threads that was
@@ -722,15 +722,15 @@ class HealthEngine:
         try:
             return self._cycle()
         finally:
-            if enabled:
-                gc.enable()
             if time.monotonic() - self._collected_at >= 3600:
                 gc.unfreeze()
                 gc.collect()
                 self._collected_at = time.monotonic()
-            else:
-                gc.collect(1)  # what this cycle left: young objects only
+            # A cycle leaves a few dozen unreachable objects at most (measured at 2,000 units): frozen with
+            # the rest until the hourly collection rather than paying a pass over the cycle's survivors.
             gc.freeze()
+            if enabled:
+                gc.enable()
 
     def _cycle(self) -> Evaluation:
         self._inventory.refresh()
