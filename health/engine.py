@@ -331,7 +331,11 @@ class HealthEngine:
             return
         # What the earlier engine could still have changed when it stopped; never later than what this one
         # would re-evaluate anyway (results stored by `--once` may reach past this engine's clock).
-        final = min(last_minute + MINUTE_MS, now_ms) - LATE_AFTER_MS - self.sustain_ms - 2 * self.pad_ms
+        # Its last cycle: no earlier than the end of its last minute, nor than the last status it wrote.
+        stopped = max(
+            [last_minute + MINUTE_MS, *(int(r.get(StatusField.UPDATED_MS) or 0) for r in rows.values())]
+        )
+        final = min(stopped, now_ms) - LATE_AFTER_MS - self.sustain_ms - 2 * self.pad_ms
         final -= final % MINUTE_MS
         if final <= start:
             return  # down longer than the window: evaluate it whole, priors from unit_state
