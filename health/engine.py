@@ -329,9 +329,10 @@ class HealthEngine:
         self.facts = self._stored_facts(rows)
         if last_minute is None:
             return
-        # What the earlier engine could still have changed when it stopped; never later than what this one
-        # would re-evaluate anyway (results stored by `--once` may reach past this engine's clock).
-        # Its last cycle: no earlier than the end of its last minute, nor than the last status it wrote.
+        # The earlier engine's last cycle was no earlier than the end of its last minute, nor than the last
+        # status it wrote; what it could still have changed then starts the late margin, the sustain window
+        # and two no-data limits before. Never later than this engine's clock (results stored by `--once`
+        # may reach past it).
         stopped = max(
             [last_minute + MINUTE_MS, *(int(r.get(StatusField.UPDATED_MS) or 0) for r in rows.values())]
         )
