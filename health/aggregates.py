@@ -35,6 +35,13 @@ _SELECT: Final = ", ".join(
     f"{stat}({name}) AS {aggregate_field(name, stat)}" for name in AGGREGATED for stat in AGGREGATES
 )
 
+# (position in a cached reading, field names of its min, mean and max), built once: a minute of the whole
+# fleet is aggregated at once, and formatting the names per unit was a visible part of it.
+_NAMES: Final[list[tuple[int, str, str, str]]] = [
+    (k, aggregate_field(name, "min"), aggregate_field(name, "mean"), aggregate_field(name, "max"))
+    for k, name in enumerate(AGGREGATED, start=3)
+]
+
 
 def aggregate_lines(
     reader: InfluxQL,
@@ -124,12 +131,12 @@ def minute_lines(
             j = bisect.bisect_left(rows, minute + MINUTE, lo=i, key=_time)
             if j > i:
                 fields: dict[str, object] = {}
-                for k, name in enumerate(AGGREGATED, start=3):
+                for k, low, mean, high in _NAMES:
                     values = [r[k] for r in rows[i:j] if r[k] is not None]
                     if values:
-                        fields[aggregate_field(name, "min")] = float(min(values))
-                        fields[aggregate_field(name, "mean")] = sum(values) / len(values)
-                        fields[aggregate_field(name, "max")] = float(max(values))
+                        fields[low] = float(min(values))
+                        fields[mean] = sum(values) / len(values)
+                        fields[high] = float(max(values))
                 if fields:
                     # Same sum as InfluxDB's in aggregate_lines (flow summed first, then scaled).
                     delivered = [

@@ -134,7 +134,7 @@ def classify(reading: Mapping[str, Any], spec: ModelSpec) -> Condition:  # noqa:
     temp = reading.get("temp_c")
     if (temp is not None and temp > spec.max_temp_c) or "HIGH_TEMP" in alarms:
         return _condition(UNDERPERFORMING, "overheating")
-    other = sorted(alarms - _COVERED_ALARMS)
+    other = sorted(alarms - _COVERED_ALARMS) if alarms else None  # no sort per reading without alarms
     if other:
         return _condition(UNDERPERFORMING, f"alarm_{other[0].lower()}")
     return OK

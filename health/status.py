@@ -9,7 +9,7 @@ shown changes, so the latest status is in the current or the previous hour.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from health.model import UnitStatus
 from health.rules import Condition
@@ -19,26 +19,33 @@ if TYPE_CHECKING:
     from devices.inventory import Inventory
     from store.reader import InfluxQL
 
-__all__ = ["stored_status"]
+__all__ = ["latest_rows", "stored_status"]
 
 _HOUR_MS = 3600_000
+
+
+def latest_rows(
+    reader: InfluxQL, now_ms: int, retention_policy: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each unit's latest stored ``unit_status`` point, as a row (a restarted engine resumes from them)."""
+    since = now_ms - now_ms % _HOUR_MS - _HOUR_MS
+    source = qualified(Measurement.UNIT_STATUS, retention_policy)
+    rows = reader.rows(f"SELECT * FROM {source} WHERE time >= {int(since)}ms")  # noqa: S608 - an int
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unit_id = str(row.get(Tag.UNIT_ID))
+        seen = latest.get(unit_id)
+        if seen is None or int(row[StatusField.UPDATED_MS] or 0) >= int(seen[StatusField.UPDATED_MS] or 0):
+            latest[unit_id] = row
+    return latest
 
 
 def stored_status(
     reader: InfluxQL, inventory: Inventory, now_ms: int, retention_policy: str | None = None
 ) -> dict[str, UnitStatus]:
     """Each inventory unit's latest stored status (units the engine has not written yet are absent)."""
-    since = now_ms - now_ms % _HOUR_MS - _HOUR_MS
-    source = qualified(Measurement.UNIT_STATUS, retention_policy)
-    rows = reader.rows(f"SELECT * FROM {source} WHERE time >= {int(since)}ms")  # noqa: S608 - an int
-    latest: dict[str, dict[str, object]] = {}
-    for row in rows:
-        unit_id = str(row.get(Tag.UNIT_ID))
-        seen = latest.get(unit_id)
-        if seen is None or int(row[StatusField.UPDATED_MS] or 0) >= int(seen[StatusField.UPDATED_MS] or 0):  # type: ignore[call-overload]
-            latest[unit_id] = row
     out: dict[str, UnitStatus] = {}
-    for unit_id, row in latest.items():
+    for unit_id, row in latest_rows(reader, now_ms, retention_policy).items():
         unit = inventory.get(unit_id)
         if unit is None:
             continue
@@ -47,8 +54,8 @@ def stored_status(
         out[unit_id] = UnitStatus(
             unit,
             Condition(str(row[StateField.STATE]), str(row.get(StateField.REASON) or "")),
-            int(row[StatusField.SINCE_MS]),  # type: ignore[call-overload]
-            None if last is None else int(last),  # type: ignore[call-overload]
+            int(row[StatusField.SINCE_MS]),
+            None if last is None else int(last),
             bool(row.get(StateField.MAINTENANCE_DUE)),
             Condition(pending_state, str(row.get(StatusField.PENDING_REASON) or ""))
             if pending_state

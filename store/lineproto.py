@@ -108,11 +108,18 @@ def tag_set(tags: Mapping[str, str]) -> str:
     return ",".join(f"{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(tags.items()) if v)
 
 
+def field_set(fields: Mapping[str, object]) -> str:
+    """The fields of a point, ``k=v,...`` escaped (None values left out): what :func:`line` puts after the tags.
+
+    Callers writing many points with the same fields (the health engine's minutes) cache it.
+    """
+    return ",".join(f"{escape_tag(k)}={field_value(v)}" for k, v in fields.items() if v is not None)
+
+
 def line(measurement: str, tags: str, fields: Mapping[str, object], ts_ns: int) -> str:
     """One point; ``tags`` is a ready :func:`tag_set` (callers cache it per series), fields are escaped here."""
-    body = ",".join(f"{escape_tag(k)}={field_value(v)}" for k, v in fields.items() if v is not None)
     head = f"{escape_tag(measurement)},{tags}" if tags else escape_tag(measurement)
-    return f"{head} {body} {ts_ns}"
+    return f"{head} {field_set(fields)} {ts_ns}"
 
 
 class ValidReading(Protocol):

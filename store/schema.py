@@ -196,6 +196,9 @@ class StatusField(StrEnum):
     PENDING_STATE = "pending_state"  # a condition seen at "now" but shorter than the sustain window
     PENDING_REASON = "pending_reason"
     UPDATED_MS = "updated_ms"  # when the engine wrote it
+    # What a restarted engine resumes from instead of scanning all telemetry (``health.engine``).
+    FIRST_READING_MS = "first_reading_ms"
+    RUN_HOURS = "run_hours"
 
 
 class HistoryField(StrEnum):

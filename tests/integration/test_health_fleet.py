@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -346,4 +347,83 @@ def test_a_fault_inside_a_late_upload_is_notified_once_as_history(
         )
         assert abs(datetime.fromisoformat(alert["start"]).timestamp() * 1000 - fault_start) <= 10_000
         assert abs(datetime.fromisoformat(alert["end"]).timestamp() * 1000 - fault_end) <= 10_000
+    sink.close()
+
+
+class _Recording:
+    """The real InfluxQL client, noting every statement it sends (what a restarted engine asks InfluxDB)."""
+
+    def __init__(self, reader: InfluxQL) -> None:
+        self.reader = reader
+        self.sent: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reader, name)
+
+    def rows(self, q: str, **kw: Any) -> list[dict[str, Any]]:
+        self.sent.append(q)
+        return self.reader.rows(q, **kw)
+
+    def raw(self, q: str, **kw: Any) -> dict[str, Any]:
+        self.sent.append(q)
+        return self.reader.raw(q, **kw)
+
+
+def test_a_restarted_engine_resumes_from_what_it_stored(influx, settings_for, tmp_path: Path) -> None:
+    """A new engine over results an earlier one stored: the same minutes and events, nothing re-booked.
+
+    Ground truth: two units in spec all along (with three hours of older history), one below 90 % purity
+    from t0 + 10 min. The restarted engine must not scan telemetry history (every unit has a stored
+    status), must read raw telemetry only for the last few minutes, must keep each unit's "since", and
+    must neither add nor lose a transition.
+    """
+    path, units = _fleet(tmp_path, 3)
+    sink = InfluxSink(make_transport(settings_for("restart").influx))
+    now = time.time_ns() // 1_000_000
+    t0 = now - 2 * 3600_000
+    t0 -= t0 % MINUTE
+    for unit in units[:2]:
+        _store(sink, unit, range(t0 - 180 * MINUTE, t0 + 30 * MINUTE, 10_000))
+    faulty = units[2]
+    _store(sink, faulty, range(t0 - 180 * MINUTE, t0 + 10 * MINUTE, 10_000))
+    _store(sink, faulty, range(t0 + 10 * MINUTE, t0 + 30 * MINUTE, 10_000), purity_pct=86.0)
+    clock = [t0 / 1000]
+    engine = HealthEngine(influx, sink, path, clock=lambda: clock[0])
+    stop = t0 + 16 * MINUTE
+    for t in range(t0, stop, 30_000):
+        clock[0] = t / 1000
+        engine.cycle()
+    before_status = dict(engine.last_status)
+    assert before_status[faulty.unit_id].condition.state == "underperforming"
+    window = f"time >= {t0 - 30 * MINUTE}ms AND time < {stop - MINUTE}ms"  # every minute engine one wrote
+    stored_before = influx.rows(f"SELECT * FROM unit_state WHERE {window}")
+    events_before = influx.rows(f"SELECT * FROM unit_event WHERE time >= {t0 - 30 * MINUTE}ms")
+
+    recording = _Recording(influx)
+    restarted = HealthEngine(recording, sink, path, clock=lambda: clock[0])  # type: ignore[arg-type]
+    clock[0] = (stop + 15_000) / 1000
+    restarted.cycle()
+    telemetry = [q for q in recording.sent if re.search(r"FROM telemetry\b(?!_)", q)]
+    assert not any("first(" in q or "last(" in q for q in telemetry), telemetry  # no history scan
+    earliest = min(int(q.split("time >= ")[1].split("ms")[0]) for q in telemetry)
+    assert earliest >= stop - 8 * MINUTE, (stop - earliest) / MINUTE  # only what may still change
+    for unit in units:
+        status = restarted.last_status[unit.unit_id]
+        assert status.condition == before_status[unit.unit_id].condition
+        assert status.since_ms == before_status[unit.unit_id].since_ms, unit.unit_id
+        assert status.last_reading_ms is not None and status.last_reading_ms >= stop - 10_000
+    assert influx.rows(f"SELECT * FROM unit_state WHERE {window}") == stored_before
+    assert influx.rows(f"SELECT * FROM unit_event WHERE time >= {t0 - 30 * MINUTE}ms") == events_before
+
+    for t in range(stop + 45_000, t0 + 25 * MINUTE, 30_000):  # and it goes on as the first one would
+        clock[0] = t / 1000
+        restarted.cycle()
+    for unit in units[:2]:
+        assert _events(influx, unit.unit_id, t0 - 30 * MINUTE, t0 + 30 * MINUTE) == [], unit.unit_id
+    events = _events(influx, faulty.unit_id, t0 - 30 * MINUTE, t0 + 30 * MINUTE)
+    assert [(e["from"], e["to"]) for e in events] == [("in_spec", "underperforming")], events
+    assert abs(events[0]["time"] - (t0 + 10 * MINUTE)) <= 10_000
+    rows = {r["unit_id"]: r for r in uptime_rows(influx, t0, t0 + 24 * MINUTE)}
+    assert rows[faulty.unit_id]["underperforming"] == pytest.approx(14 * 60, abs=10)
+    assert all(not r["no_data"] for r in rows.values()), rows
     sink.close()
