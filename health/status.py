@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from devices.inventory import Inventory
     from store.reader import InfluxQL
 
-__all__ = ["latest_rows", "stored_status"]
+__all__ = ["latest_rows", "statuses", "stored_status"]
 
 _HOUR_MS = 3600_000
 
@@ -44,8 +44,16 @@ def stored_status(
     reader: InfluxQL, inventory: Inventory, now_ms: int, retention_policy: str | None = None
 ) -> dict[str, UnitStatus]:
     """Each inventory unit's latest stored status (units the engine has not written yet are absent)."""
+    return statuses(latest_rows(reader, now_ms, retention_policy), inventory)
+
+
+def statuses(rows: dict[str, dict[str, Any]], inventory: Inventory) -> dict[str, UnitStatus]:
+    """The statuses of :func:`latest_rows` for the inventory's units.
+
+    Apart from :func:`stored_status` so that a caller can load the inventory while InfluxDB answers.
+    """
     out: dict[str, UnitStatus] = {}
-    for unit_id, row in latest_rows(reader, now_ms, retention_policy).items():
+    for unit_id, row in rows.items():
         unit = inventory.get(unit_id)
         if unit is None:
             continue
