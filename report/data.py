@@ -389,12 +389,18 @@ class _Reader:
         return strips
 
     def purity(self, period: Period, unit_ids: Iterable[str]) -> dict[str, list[float]]:
-        """Ten-minute mean purity of the plotted units while delivering (standby air is not product)."""
+        """Ten-minute mean purity of the plotted units while delivering (standby air is not product).
+
+        From the per-minute aggregates (minutes in which every reading delivered flow), not raw readings:
+        they outlive the raw retention, so a report of any month has its chart, and a month of them is a
+        tenth of the points (one per minute instead of one per reading).
+        """
         out: dict[str, list[float]] = {uid: [] for uid in unit_ids}
+        purity, flow = aggregate_field("purity_pct", "mean"), aggregate_field("flow_lpm", "min")
         for clause in _id_filters(out):
             for row in self.reader.rows(
-                f"SELECT mean(purity_pct) AS p FROM {Measurement.TELEMETRY} "  # noqa: S608
-                f"WHERE {self._where(period.start_ms, period.end_ms, clause + ' AND flow_lpm > 0')} "
+                f"SELECT mean({purity}) AS p FROM {self.minutes} "  # noqa: S608
+                f"WHERE {self._where(period.start_ms, period.end_ms, f'{clause} AND {flow} > 0')} "
                 f"GROUP BY time(10m), {Tag.UNIT_ID} fill(none)"
             ):
                 if row.get("p") is not None:

@@ -724,3 +724,21 @@ def test_rollups_and_minutes_give_the_same_figures(month_db, inventory_file, mon
                 for data in (rolled, minutes)
             ]
             assert csvs[0] == csvs[1], (by, scope.name)
+
+
+def test_purity_chart_comes_from_the_minute_aggregates(month_db, inventory_file) -> None:
+    """T-C1's October: 93 % while delivering, 85 % for 36 hours (10 Oct 08:00 to 11 Oct 20:00), not
+    delivering while off or without power: exactly those 10-minute means, from the long-term aggregates
+    (the raw readings of such a month may have expired)."""
+    from report.data import Period, read_month
+
+    unit = load_inventory(inventory_file).units["T-C1"]
+    period = Period.parse("2026-10", WITA)
+    data = read_month(
+        month_db, {unit.unit_id: unit}, period, now_ms=period.end_ms, retention_policy=LONG_POLICY
+    )
+    values = [round(p, 6) for p in data.purity[unit.unit_id]]
+    assert set(values) == {85.0, 93.0}
+    assert values.count(85.0) == 36 * 6
+    # 31 days of 10-minute buckets, less 12 h without power and 2 days off.
+    assert len(values) == 31 * 144 - 12 * 6 - 2 * 144
