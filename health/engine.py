@@ -842,7 +842,7 @@ class HealthEngine:
         """Whether minutes of the window before a first start's resume point are still to be booked."""
         return self._older is not None
 
-    def book_older(self) -> Evaluation | None:  # noqa: C901 - one slice: readings, evaluation, the seam
+    def book_older(self) -> Evaluation | None:  # noqa: C901, PLR0912 - one slice: readings, evaluation, seam
         """Book the next slice of the minutes a first start ever left behind its resume point.
 
         A first start evaluates only from where a restart would resume (about 5 minutes back), so its
@@ -892,17 +892,32 @@ class HealthEngine:
         evaluation = self.evaluate(
             begin, end, write_from_ms=begin, priors=priors, readings=readings, only_changes=True
         )
-        self.write(evaluation.lines)
+        for unit_id, segs in evaluation.segments.items():
+            # Each unit's timeline from the older range's start, so a status keeps its "since".
+            head = [
+                Segment(g.start_ms, min(g.end_ms, begin), g.condition)
+                for g in older.segments.get(unit_id, [])
+                if g.start_ms < begin
+            ]
+            evaluation.segments[unit_id] = spliced = _splice(head, segs)
+            status = evaluation.status.get(unit_id)
+            if status is not None and spliced:
+                evaluation.status[unit_id] = replace(status, since_ms=spliced[-1].start_ms)
+        status_lines, status_keys = self._status_lines(evaluation, now_ms) if last else ([], {})
+        self.write(evaluation.lines + status_lines)
         self.confirm(evaluation)
         self._drop_stale_events(evaluation, begin, end, None)
         if not last:
             older.cursor, older.readings, older.segments = stop, readings, evaluation.segments
             return evaluation
-        for unit_id, segs in evaluation.segments.items():
-            self._segments[unit_id] = segs
-            status = evaluation.status.get(unit_id)
-            if status is not None and unit_id in self.current:
-                self.current[unit_id] = status.condition  # taken over silently: no alert
+        # The live window from here on goes on from this timeline; the statuses it changed are written,
+        # and the units' current states are taken over silently (no alert: nothing changed now).
+        self._status_written.update(status_keys)
+        self._segments.update(evaluation.segments)
+        self.last_status.update(evaluation.status)
+        for unit_id, status in evaluation.status.items():
+            if unit_id in self.current:
+                self.current[unit_id] = status.condition
         self._older = None
         log.info("health.older_minutes_booked", from_ms=older.start, to_ms=older.end)
         return evaluation
@@ -1292,7 +1307,7 @@ class HealthEngine:
             began = time.monotonic()
             try:
                 self.cycle()
-                if self._older is not None and self.cycles > 1:
+                if self._older is not None:
                     self.book_older()  # after the cycle's alerts went out, so it never delays them
             except SinkFatalError:
                 raise
