@@ -175,6 +175,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
     parser.add_argument(
         "--keep", action="store_true", help="keep the database (to profile `oxyfleet status`)"
     )
+    parser.add_argument(
+        "--one-slice",
+        action="store_true",
+        help="read every range in one query (the engine reads long ones as two concurrent slices)",
+    )
     args = parser.parse_args()
     global PROFILE_DIR  # noqa: PLW0603 - a script's option
     PROFILE_DIR = args.profile
@@ -225,6 +230,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
             engine = HealthEngine(
                 reader, results, path, lookback_s=args.lookback, long_rp=LONG_RETENTION_POLICY
             )
+            if args.one_slice:
+                engine.split_ms = None
             first, evaluation = timed_cycle(engine, influxd, "first")
             steady: list[Timed] = []
             older: list[Timed] = []
@@ -244,6 +251,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
             engine = HealthEngine(
                 reader, results, path, lookback_s=args.lookback, long_rp=LONG_RETENTION_POLICY
             )
+            if args.one_slice:
+                engine.split_ms = None
             restart, _ = timed_cycle(engine, influxd, "restart")
             keep_reporting(restart)
             after_restart, evaluation = timed_cycle(engine, influxd, "after_restart")
@@ -293,6 +302,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
         print(
             f"filled {written} readings for {args.units} units in {fill_s:.1f} s ({history} of them older, "
             f"{args.history_days:g} days); lookback {args.lookback:.0f} s"
+        )
+        print(
+            f"reads: {'one query each' if args.one_slice else 'ranges of 3 min or more in two concurrent slices'}"
         )
         print(f"first start (nothing stored yet): {first}")
         print(f"steady cycles ({len(steady)}): {_summary(steady or [first])}")

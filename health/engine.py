@@ -290,6 +290,8 @@ class HealthEngine:
         self._resume_from = 0
         self._resume_priors: dict[str, Condition] | None = None
         self._resume_heads: dict[str, Segment] = {}
+        # Ranges at least this long are read as two concurrent time slices (None: always one query).
+        self.split_ms: int | None = _SPLIT_MS
         # After a first start ever: the window's minutes before the resume point, still to be booked.
         self._older: _Older | None = None
         self._kinds_of: Inventory | None = None  # the inventory ``_docs`` was computed for
@@ -382,6 +384,21 @@ class HealthEngine:
             facts.last.update({u: v for u, v in found.last.items() if u in scan})
             facts.hours.update({u: v for u, v in found.hours.items() if u in scan})
         return facts
+
+    def _scan_hours(self, units: set[str]) -> None:
+        """The last run hours ever reported by ``units`` (the one part of a history scan a start needs)."""
+        if not units:
+            return
+        only = f" WHERE {_unit_filter(units)}" if len(units) <= 500 else ""
+        rows = self.reader.rows(
+            f"SELECT last(run_hours) FROM {Measurement.TELEMETRY}{only} GROUP BY {Tag.UNIT_ID}"  # noqa: S608 - inventory ids
+        )
+        hours = self.facts.hours
+        for row in rows:
+            unit_id, value = row.get(Tag.UNIT_ID), row.get("last")
+            if unit_id in units and value is not None:
+                hours[unit_id] = max(hours.get(unit_id, float(value)), float(value))
+                self._status_written.pop(unit_id, None)
 
     def _merge_facts(self, found: UnitFacts, units: set[str] | None) -> None:
         """Add what a history scan found (for ``units``; None: all) to the facts in hand."""
@@ -507,7 +524,7 @@ class HealthEngine:
         fields = f"{_FIELDS}, {_DOCS_FIELDS}" if self._has_docs() else _FIELDS
         query = f"SELECT {Tag.UNIT_ID}, {fields} FROM {Measurement.TELEMETRY} WHERE "  # noqa: S608
         by_unit: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        if units is not None or end_ms - start_ms < _SPLIT_MS:
+        if units is not None or self.split_ms is None or end_ms - start_ms < self.split_ms:
             for row in self.reader.rows(query + where):
                 by_unit[row[Tag.UNIT_ID]].append(row)
             return by_unit
@@ -861,17 +878,17 @@ class HealthEngine:
             return None
         now_ms = self._cache_until or older.end
         if older.facts_pending:
-            # First the history scan the first cycle skipped (first reading ever, run hours); every status
-            # is then written again with them.
-            self._merge_facts(load_facts(self.reader, long_rp=self.long_rp), None)
-            self._status_written.clear()
+            # First the run hours of units whose readings in hand carry none (firmware may send them
+            # seldom), so maintenance stays due; their statuses are written again with them.
+            self._scan_hours({u for u in self.inventory.units if u not in self.facts.hours})
             older.facts_pending = False
             return Evaluation(now_ms, now_ms)
         stop = min(older.cursor + _OLDER_STEP_MS, older.end)
-        fetch_from = older.cursor - (self.pad_ms if older.cursor == older.start else 0)
+        pad = self.pad_ms  # a pass over the inventory: once, not per unit
+        fetch_from = older.cursor - (pad if older.cursor == older.start else 0)
         fresh = self.fetch(fetch_from, stop)
         if older.segments:
-            begin = older.cursor - self.sustain_ms - 2 * self.pad_ms
+            begin = older.cursor - self.sustain_ms - 2 * pad
             begin = max(older.start, begin - begin % MINUTE_MS)
             priors = {u: _condition_at(segs, begin) for u, segs in older.segments.items() if segs}
         else:
@@ -880,7 +897,7 @@ class HealthEngine:
         readings: dict[str, list[Reading]] = {}
         for unit_id in set(older.readings) | set(fresh):
             kept = older.readings.get(unit_id, [])
-            rows = kept[bisect.bisect_left(kept, begin - self.pad_ms, key=_time) :] + fresh.get(unit_id, [])
+            rows = kept[bisect.bisect_left(kept, begin - pad, key=_time) :] + fresh.get(unit_id, [])
             if last:
                 live = self._cache.get(unit_id, [])
                 rows += live[bisect.bisect_left(live, older.end, key=_time) :]
