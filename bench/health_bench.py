@@ -4,12 +4,13 @@ Method: a generated inventory of N units; telemetry for the trailing window (15 
 every 10 s per unit, ~5 % of the units underperforming) is written straight to a fresh database, with
 ``--history-days`` of older, sparser telemetry before it (a real database holds 90 days: a first cycle that
 scanned all history would show); then engine cycles run exactly as `oxyfleet health` runs them, and each is
-timed: the very first start (nothing stored yet), steady cycles, then a restart (a new engine over the
+timed: the very first start (nothing stored yet), steady cycles (each followed, as `run` does, by a step
+booking the older minutes of the first start's window while any remain, timed apart), then a restart (a new engine over the
 database the first one filled) and the cycle after it. Each figure is wall time and CPU seconds of the
 engine (this process's thread) and of influxd (from /proc, pid from ``$OXYFLEET_RUN_DIR/influxdb.pid`` or
 ``--influxd-pid``): on a shared machine CPU is the figure to decide by. Nothing is written to the repo.
 
-Usage: scripts/bench-health [--units 20000] [--cycles 4] [--lookback 900] [--history-days 2]
+Usage: scripts/bench-health [--units 20000] [--cycles 4] [--lookback 900] [--history-days 2] [--one-slice]
 """
 
 from __future__ import annotations
