@@ -4,12 +4,13 @@ Method: a generated inventory of N units; telemetry for the trailing window (15 
 every 10 s per unit, ~5 % of the units underperforming) is written straight to a fresh database, with
 ``--history-days`` of older, sparser telemetry before it (a real database holds 90 days: a first cycle that
 scanned all history would show); then engine cycles run exactly as `oxyfleet health` runs them, and each is
-timed: the very first start (nothing stored yet), steady cycles, then a restart (a new engine over the
+timed: the very first start (nothing stored yet), steady cycles (each followed, as `run` does, by a step
+booking the older minutes of the first start's window while any remain, timed apart), then a restart (a new engine over the
 database the first one filled) and the cycle after it. Each figure is wall time and CPU seconds of the
 engine (this process's thread) and of influxd (from /proc, pid from ``$OXYFLEET_RUN_DIR/influxdb.pid`` or
 ``--influxd-pid``): on a shared machine CPU is the figure to decide by. Nothing is written to the repo.
 
-Usage: scripts/bench-health [--units 20000] [--cycles 4] [--lookback 900] [--history-days 2]
+Usage: scripts/bench-health [--units 20000] [--cycles 4] [--lookback 900] [--history-days 2] [--one-slice]
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from store.schema import Measurement
 from store.writer import InfluxSink, V1Transport
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from health.model import Evaluation
 
 INFLUX = f"http://127.0.0.1:{os.environ.get('OXYFLEET_SERVICES_INFLUX_PORT', '8086')}"
@@ -117,17 +120,23 @@ def _gc_timer(phase: str, _info: dict[str, int]) -> None:
         _GC["total"] += time.perf_counter() - _GC["started"]
 
 
-def timed_cycle(engine: HealthEngine, influxd: int | None, name: str) -> tuple[Timed, Evaluation]:
-    """Run one cycle and measure it (the engine runs in this thread; the fills happen outside)."""
+def timed_cycle(
+    engine: HealthEngine, influxd: int | None, name: str, step: Callable[[], Evaluation | None] | None = None
+) -> tuple[Timed, Evaluation]:
+    """Run one cycle (or ``step``) and measure it; the fills happen outside.
+
+    CPU is this process's: its threads are the engine's only, and it reads long ranges on two.
+    """
     profiler = cProfile.Profile() if PROFILE_DIR is not None else None
     _GC["total"] = 0.0
-    i0, c0, t0 = _cpu_s(influxd), time.thread_time(), time.perf_counter()
+    i0, c0, t0 = _cpu_s(influxd), time.process_time(), time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    evaluation = engine.cycle()
+    evaluation = (step or engine.cycle)()
     if profiler is not None:
         profiler.disable()
-    took = Timed(time.perf_counter() - t0, time.thread_time() - c0, _cpu_s(influxd) - i0, _GC["total"])
+    took = Timed(time.perf_counter() - t0, time.process_time() - c0, _cpu_s(influxd) - i0, _GC["total"])
+    assert evaluation is not None
     if profiler is not None and PROFILE_DIR is not None:
         profiler.dump_stats(PROFILE_DIR / f"{name}.prof")
     return took, evaluation
@@ -166,6 +175,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the database (to profile `oxyfleet status`)"
+    )
+    parser.add_argument(
+        "--one-slice",
+        action="store_true",
+        help="read every range in one query (the engine reads long ones as two concurrent slices)",
     )
     args = parser.parse_args()
     global PROFILE_DIR  # noqa: PLW0603 - a script's option
@@ -217,18 +231,29 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
             engine = HealthEngine(
                 reader, results, path, lookback_s=args.lookback, long_rp=LONG_RETENTION_POLICY
             )
+            if args.one_slice:
+                engine.split_ms = None
             first, evaluation = timed_cycle(engine, influxd, "first")
             steady: list[Timed] = []
+            older: list[Timed] = []
             took = first
             for _ in range(max(0, args.cycles - 1)):
                 keep_reporting(took)
                 took, evaluation = timed_cycle(engine, influxd, f"steady{len(steady)}")
                 steady.append(took)
+                if engine.booking_older:
+                    # As `run` does: after the cycle (its alerts are out), a slice of the older minutes.
+                    booked, _ = timed_cycle(engine, influxd, f"older{len(older)}", engine.book_older)
+                    older.append(booked)
+                    took = Timed(took.wall + booked.wall, 0.0, 0.0)
+            engine_first_busy = engine.booking_older
             # A restart: a new engine over the database the first one filled (what a redeploy meets).
             keep_reporting(took)
             engine = HealthEngine(
                 reader, results, path, lookback_s=args.lookback, long_rp=LONG_RETENTION_POLICY
             )
+            if args.one_slice:
+                engine.split_ms = None
             restart, _ = timed_cycle(engine, influxd, "restart")
             keep_reporting(restart)
             after_restart, evaluation = timed_cycle(engine, influxd, "after_restart")
@@ -279,8 +304,15 @@ def main() -> None:  # noqa: PLR0915 - one linear script: fill, time, print
             f"filled {written} readings for {args.units} units in {fill_s:.1f} s ({history} of them older, "
             f"{args.history_days:g} days); lookback {args.lookback:.0f} s"
         )
+        print(
+            f"reads: {'one query each' if args.one_slice else 'ranges of 3 min or more in two concurrent slices'}"
+        )
         print(f"first start (nothing stored yet): {first}")
         print(f"steady cycles ({len(steady)}): {_summary(steady or [first])}")
+        print(
+            f"older minutes of the first start's window, booked after cycles ({len(older)} steps"
+            f"{', not finished' if engine_first_busy else ''}): " + ("; ".join(map(str, older)) or "none")
+        )
         print(f"restart (new engine over stored results): {restart}")
         print(f"cycle after the restart: {after_restart}")
         print(f"points written in the last cycle {len(evaluation.lines)}; states {states}")

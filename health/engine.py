@@ -21,6 +21,7 @@ import functools
 import gc
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -84,6 +85,10 @@ _FIELDS: Final = "purity_pct, flow_lpm, setpoint_lpm, outlet_kpa, temp_c, runnin
 _DOCS_FIELDS: Final = "product_flow_lpm, product_kpa, compressor_temp_c, dew_point_c"
 _NS_PER_MS: Final = 1_000_000
 _SLICE_MS: Final = 3600_000
+# Ranges at least this long are read as two concurrent time slices (see :meth:`HealthEngine._readings`).
+_SPLIT_MS: Final = 3 * 60_000
+# How much of the older minutes after a first start ever is read per cycle (see HealthEngine.book_older).
+_OLDER_STEP_MS: Final = 6 * 60_000
 
 
 # (time ms, condition, run hours, purity, flow, outlet pressure): the last three for the minute aggregates.
@@ -285,6 +290,10 @@ class HealthEngine:
         self._resume_from = 0
         self._resume_priors: dict[str, Condition] | None = None
         self._resume_heads: dict[str, Segment] = {}
+        # Ranges at least this long are read as two concurrent time slices (None: always one query).
+        self.split_ms: int | None = _SPLIT_MS
+        # After a first start ever: the window's minutes before the resume point, still to be booked.
+        self._older: _Older | None = None
         self._kinds_of: Inventory | None = None  # the inventory ``_docs`` was computed for
         self._collected_at = time.monotonic()
         self._tag_sets: dict[
@@ -325,6 +334,17 @@ class HealthEngine:
         last_minute = int(stored[0]["time"]) if stored else None
         # The late-upload checkpoint starts where the stored results end (read here once for both).
         self._late_checked_ms = last_minute if last_minute is not None else now_ms - self.lookback_ms
+        if last_minute is None:
+            # A first start ever: nothing is stored, so it resumes from the same point a restart would and
+            # books the window's older minutes afterwards, a slice per cycle (:meth:`book_older`). The scan
+            # of telemetry history waits too, except for units silent since that point (see _cycle).
+            final = now_ms - LATE_AFTER_MS - self.sustain_ms - 2 * self.pad_ms
+            final -= final % MINUTE_MS
+            if final > start:
+                self._resume_from = final
+                self._resume_priors = {}
+                self._older = _Older(start, final, start)
+                return
         rows = latest_rows(self.reader, now_ms, self.long_rp) if last_minute is not None else {}
         self.facts = self._stored_facts(rows)
         if last_minute is None:
@@ -364,6 +384,33 @@ class HealthEngine:
             facts.last.update({u: v for u, v in found.last.items() if u in scan})
             facts.hours.update({u: v for u, v in found.hours.items() if u in scan})
         return facts
+
+    def _scan_hours(self, units: set[str]) -> None:
+        """The last run hours ever reported by ``units`` (the one part of a history scan a start needs)."""
+        if not units:
+            return
+        only = f" WHERE {_unit_filter(units)}" if len(units) <= 500 else ""
+        rows = self.reader.rows(
+            f"SELECT last(run_hours) FROM {Measurement.TELEMETRY}{only} GROUP BY {Tag.UNIT_ID}"  # noqa: S608 - inventory ids
+        )
+        hours = self.facts.hours
+        for row in rows:
+            unit_id, value = row.get(Tag.UNIT_ID), row.get("last")
+            if unit_id in units and value is not None:
+                hours[unit_id] = max(hours.get(unit_id, float(value)), float(value))
+                self._status_written.pop(unit_id, None)
+
+    def _merge_facts(self, found: UnitFacts, units: set[str] | None) -> None:
+        """Add what a history scan found (for ``units``; None: all) to the facts in hand."""
+        facts = self.facts
+        for into, scanned, pick in (
+            (facts.first, found.first, min),
+            (facts.last, found.last, max),
+            (facts.hours, found.hours, max),
+        ):
+            for unit_id, value in scanned.items():
+                if units is None or unit_id in units:
+                    into[unit_id] = pick(into.get(unit_id, value), value)  # type: ignore[assignment]
 
     def _resume_at(self, final: int, now_ms: int, rows: dict[str, dict[str, Any]]) -> None:
         """Each unit's state at the resume point ``final``, and since when it held (for its status)."""
@@ -475,12 +522,25 @@ class HealthEngine:
         # unit_id as a column, not GROUP BY unit_id: one series in the answer instead of one per unit
         # made InfluxDB 1.6 answer 40 % faster for 5,000 units (the query is the larger half of a cycle).
         fields = f"{_FIELDS}, {_DOCS_FIELDS}" if self._has_docs() else _FIELDS
-        rows = self.reader.rows(
-            f"SELECT {Tag.UNIT_ID}, {fields} FROM {Measurement.TELEMETRY} WHERE {where}"  # noqa: S608
-        )
+        query = f"SELECT {Tag.UNIT_ID}, {fields} FROM {Measurement.TELEMETRY} WHERE "  # noqa: S608
         by_unit: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in rows:
-            by_unit[row[Tag.UNIT_ID]].append(row)
+        if units is not None or self.split_ms is None or end_ms - start_ms < self.split_ms:
+            for row in self.reader.rows(query + where):
+                by_unit[row[Tag.UNIT_ID]].append(row)
+            return by_unit
+        # InfluxDB 1.x answers one query on one core: a long range is asked as two time slices at once, so
+        # it uses both, and the first slice is decoded while the second is still being answered. Slices
+        # come back in time order, so each unit's rows stay sorted.
+        middle = (start_ms + end_ms) // 2
+        halves = (
+            f"time >= {int(start_ms)}ms AND time < {int(middle)}ms",
+            f"time >= {int(middle)}ms AND time < {int(end_ms)}ms",
+        )
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            later = pool.submit(self.reader.rows, query + halves[1])
+            for half in (self.reader.rows(query + halves[0]), later.result()):
+                for row in half:
+                    by_unit[row[Tag.UNIT_ID]].append(row)
         return by_unit
 
     def _unit_tags(self, unit: Unit) -> str:
@@ -749,6 +809,17 @@ class HealthEngine:
         start = max(start, self._resume_from)
         late = self._reevaluate_late(start, now_ms)
         changed_from = self._refresh_cache(start - self.pad_ms, now_ms, late.refetch)
+        if self._older is not None and self._older.facts_pending and not self._segments:
+            # A first start ever: units that reported since the resume point show first, last reading and
+            # run hours in what was just read; history is scanned now only for the silent ones.
+            silent = {u for u in self.inventory.units if not self._cache.get(u)}
+            if silent:
+                self._merge_facts(
+                    load_facts(
+                        self.reader, long_rp=self.long_rp, units=silent if len(silent) <= 500 else None
+                    ),
+                    silent,
+                )
         evaluation = self._evaluate_window(start, now_ms, changed_from, late)
         status_lines, status_keys = self._status_lines(evaluation, now_ms)
         try:
@@ -781,6 +852,91 @@ class HealthEngine:
             ms=self.last_cycle_ms,
             **counts,
         )
+        return evaluation
+
+    @property
+    def booking_older(self) -> bool:
+        """Whether minutes of the window before a first start's resume point are still to be booked."""
+        return self._older is not None
+
+    def book_older(self) -> Evaluation | None:  # noqa: C901, PLR0912 - one slice: readings, evaluation, seam
+        """Book the next slice of the minutes a first start ever left behind its resume point.
+
+        A first start evaluates only from where a restart would resume (about 5 minutes back), so its
+        status comes within a cycle; the rest of the window is read and booked here, ``_OLDER_STEP_MS`` of
+        readings per call, carrying each unit's timeline and its last readings from slice to slice (a
+        slice re-evaluates from the sustain window and two no-data limits before its start, as steady
+        cycles do, so a condition spanning two slices is booked from its start). The last slice runs on
+        into the live window with the engine's cached readings, so the state at the resume point follows
+        from the minutes before it: a condition that began before it is booked from its start and a
+        transition at the seam is written, while one that never happened is deleted. Nothing here alerts
+        (the live cycles did, and the units' current states are taken over silently). A failed write is
+        retried by the next call.
+        """
+        older = self._older
+        if older is None:
+            return None
+        now_ms = self._cache_until or older.end
+        if older.facts_pending:
+            # First the run hours of units whose readings in hand carry none (firmware may send them
+            # seldom), so maintenance stays due; their statuses are written again with them.
+            self._scan_hours({u for u in self.inventory.units if u not in self.facts.hours})
+            older.facts_pending = False
+            return Evaluation(now_ms, now_ms)
+        stop = min(older.cursor + _OLDER_STEP_MS, older.end)
+        pad = self.pad_ms  # a pass over the inventory: once, not per unit
+        fetch_from = older.cursor - (pad if older.cursor == older.start else 0)
+        fresh = self.fetch(fetch_from, stop)
+        if older.segments:
+            begin = older.cursor - self.sustain_ms - 2 * pad
+            begin = max(older.start, begin - begin % MINUTE_MS)
+            priors = {u: _condition_at(segs, begin) for u, segs in older.segments.items() if segs}
+        else:
+            begin, priors = older.start, {}
+        last = stop == older.end
+        readings: dict[str, list[Reading]] = {}
+        for unit_id in set(older.readings) | set(fresh):
+            kept = older.readings.get(unit_id, [])
+            rows = kept[bisect.bisect_left(kept, begin - pad, key=_time) :] + fresh.get(unit_id, [])
+            if last:
+                live = self._cache.get(unit_id, [])
+                rows += live[bisect.bisect_left(live, older.end, key=_time) :]
+            readings[unit_id] = rows
+        if last:
+            for unit_id, live in self._cache.items():
+                readings.setdefault(unit_id, live[bisect.bisect_left(live, older.end, key=_time) :])
+        end = max(now_ms, older.end) if last else stop
+        evaluation = self.evaluate(
+            begin, end, write_from_ms=begin, priors=priors, readings=readings, only_changes=True
+        )
+        for unit_id, segs in evaluation.segments.items():
+            # Each unit's timeline from the older range's start, so a status keeps its "since".
+            head = [
+                Segment(g.start_ms, min(g.end_ms, begin), g.condition)
+                for g in older.segments.get(unit_id, [])
+                if g.start_ms < begin
+            ]
+            evaluation.segments[unit_id] = spliced = _splice(head, segs)
+            status = evaluation.status.get(unit_id)
+            if status is not None and spliced:
+                evaluation.status[unit_id] = replace(status, since_ms=spliced[-1].start_ms)
+        status_lines, status_keys = self._status_lines(evaluation, now_ms) if last else ([], {})
+        self.write(evaluation.lines + status_lines)
+        self.confirm(evaluation)
+        self._drop_stale_events(evaluation, begin, end, None)
+        if not last:
+            older.cursor, older.readings, older.segments = stop, readings, evaluation.segments
+            return evaluation
+        # The live window from here on goes on from this timeline; the statuses it changed are written,
+        # and the units' current states are taken over silently (no alert: nothing changed now).
+        self._status_written.update(status_keys)
+        self._segments.update(evaluation.segments)
+        self.last_status.update(evaluation.status)
+        for unit_id, status in evaluation.status.items():
+            if unit_id in self.current:
+                self.current[unit_id] = status.condition
+        self._older = None
+        log.info("health.older_minutes_booked", from_ms=older.start, to_ms=older.end)
         return evaluation
 
     def _drop_stale_events(
@@ -1168,11 +1324,25 @@ class HealthEngine:
             began = time.monotonic()
             try:
                 self.cycle()
+                if self._older is not None:
+                    self.book_older()  # after the cycle's alerts went out, so it never delays them
             except SinkFatalError:
                 raise
             except SinkError as exc:
                 log.warning("health.cycle_failed", error=str(exc), note="retrying next cycle")
             stop.wait(max(0.0, self.cycle_s - (time.monotonic() - began)))
+
+
+@dataclass
+class _Older:
+    """The window's minutes a first start ever left behind its resume point: ``[start, end)``, booked up to ``cursor``."""
+
+    start: int
+    end: int
+    cursor: int
+    facts_pending: bool = True  # the first step scans telemetry history (first reading, run hours)
+    readings: dict[str, list[Reading]] = field(default_factory=dict)  # the last slice's, for the next
+    segments: dict[str, list[Segment]] = field(default_factory=dict)  # the timeline booked so far
 
 
 @dataclass

@@ -277,6 +277,8 @@ def test_a_failed_write_is_written_by_the_next_cycle(influx, settings_for, tmp_p
         proxy.mode = "pass"
         clock[0] += 15
         engine.cycle()
+        while engine.booking_older:  # a first start: the window's older minutes, as `run` books them
+            engine.book_older()
     finally:
         proxy.close()
     # 15 complete minutes of window per unit, every one of them written, and the live status too.
@@ -426,4 +428,75 @@ def test_a_restarted_engine_resumes_from_what_it_stored(influx, settings_for, tm
     rows = {r["unit_id"]: r for r in uptime_rows(influx, t0, t0 + 24 * MINUTE)}
     assert rows[faulty.unit_id]["underperforming"] == pytest.approx(14 * 60, abs=10)
     assert all(not r["no_data"] for r in rows.values()), rows
+    sink.close()
+
+
+def test_a_first_start_ever_answers_within_a_cycle_and_books_the_older_minutes_after(
+    influx, settings_for, tmp_path: Path
+) -> None:
+    """Nothing stored yet: the first cycle reads only from the resume point; the rest is booked after.
+
+    Ground truth (the clock is minute-aligned, so the resume point is ``now - 5 min``): unit 1 in spec
+    all along; unit 2 below 90 % purity from ``now - 12 min`` (inside the older minutes); unit 3 from
+    ``now - 6 min`` (a fault spanning the resume point: booked from its start); unit 4 from ``now - 3 min``
+    (after it). The first cycle must know every current state without reading the older minutes or
+    scanning history; after the following cycles every minute of the window is booked, each fault from
+    its start, one transition per fault and no other (no phantom at the window's start or at the
+    resume point), no no_data, and no alert at all (nothing changed while the engine ran).
+    """
+    path, units = _fleet(tmp_path, 4)
+    sink = InfluxSink(make_transport(settings_for("first-start").influx))
+    now = time.time_ns() // 1_000_000 - 10 * MINUTE
+    now -= now % MINUTE
+    began = {units[1].unit_id: now - 12 * MINUTE, units[2].unit_id: now - 6 * MINUTE}
+    began[units[3].unit_id] = now - 3 * MINUTE
+    for unit in units:
+        fault = began.get(unit.unit_id, now + 10 * MINUTE)
+        _store(sink, unit, range(now - 20 * MINUTE, fault, 10_000))
+        _store(sink, unit, range(fault, now + 10 * MINUTE, 10_000), purity_pct=86.0)
+    clock = [now / 1000]
+    alerts: list[tuple[str, str]] = []
+    recording = _Recording(influx)
+    engine = HealthEngine(
+        recording,  # type: ignore[arg-type]
+        sink,
+        path,
+        clock=lambda: clock[0],
+        on_change=lambda status, before, _at: alerts.append((status.unit.unit_id, before.state)),
+    )
+    engine.cycle()
+    for unit in units:
+        status = engine.last_status[unit.unit_id]
+        expected = "underperforming" if unit.unit_id in began else "in_spec"
+        assert status.condition.state == expected, unit.unit_id
+    telemetry = [q for q in recording.sent if re.search(r"FROM telemetry\b(?!_)", q)]
+    assert not any("first(" in q or "last(" in q for q in telemetry), telemetry  # no history scan
+    earliest = min(int(q.split("time >= ")[1].split("ms")[0]) for q in telemetry)
+    assert earliest >= now - 7 * MINUTE, (now - earliest) / MINUTE  # only from the resume point
+    assert engine.booking_older
+
+    for t in range(now + 15_000, now + 2 * MINUTE, 15_000):  # as `run` goes on: a cycle, then a slice
+        if engine.booking_older:
+            engine.book_older()
+        clock[0] = t / 1000
+        engine.cycle()
+    assert not engine.booking_older
+    assert alerts == []
+    end = now + MINUTE
+    counts = influx.rows(
+        f"SELECT count(state) FROM unit_state WHERE time >= {now - 15 * MINUTE}ms AND time < {end}ms "
+        "GROUP BY unit_id"
+    )
+    assert {r["unit_id"]: r["count"] for r in counts} == {u.unit_id: 16 for u in units}
+    assert _events(influx, units[0].unit_id, now - 30 * MINUTE, end) == []
+    for unit_id, at in began.items():
+        events = _events(influx, unit_id, now - 30 * MINUTE, end)
+        assert [(e["from"], e["to"]) for e in events] == [("in_spec", "underperforming")], (unit_id, events)
+        assert abs(events[0]["time"] - at) <= 10_000, (unit_id, (events[0]["time"] - at) / 1000)
+        assert engine.last_status[unit_id].since_ms == events[0]["time"]
+    rows = {r["unit_id"]: r for r in uptime_rows(influx, now - 15 * MINUTE, end)}
+    for unit in units:
+        fault = began.get(unit.unit_id, end)
+        assert rows[unit.unit_id]["underperforming"] == pytest.approx((end - fault) / 1000, abs=10)
+        assert not rows[unit.unit_id]["no_data"], unit.unit_id
     sink.close()
