@@ -4,7 +4,7 @@ Method (issue 19): a private Mosquitto 2.0 (the configuration of scripts/service
 only the autosave lines varied) holds QoS 1 messages for a persistent MQTT 5 session that is away, which
 is the broker's state while the ingester's spool is full or the ingester is down. The load generator
 (its own process) publishes ``--seconds`` of readings at ``--rate`` (2,000 msg/s is the fleet of
-DESIGN.md). Mosquitto's CPU time and bytes written (/proc/PID/stat and io) are sampled over the run,
+DESIGN.md). Mosquitto's CPU time and bytes written (psutil: the process's CPU times and I/O counters) are sampled over the run,
 then Mosquitto is SIGKILLed right after the last PUBACK, restarted on the same data directory, and the
 session is drained: lost = PUBACKed by the broker - delivered after the restart.
 
@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -102,10 +103,9 @@ def start_broker(conf: Path, port: int) -> subprocess.Popen[bytes]:
 
 def cpu_and_writes(pid: int) -> tuple[float, int]:
     """CPU seconds and bytes written to storage so far by ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
-    return cpu, int(io["write_bytes"])
+    proc = psutil.Process(pid)
+    times = proc.cpu_times()
+    return times.user + times.system, proc.io_counters().write_bytes
 
 
 def session(port: int, on_message: mqtt.CallbackOnMessage | None = None) -> mqtt.Client:

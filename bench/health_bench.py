@@ -31,6 +31,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+
 from core.settings import LONG_RETENTION_POLICY
 from devices.catalog import load_catalog
 from devices.inventory import Unit, write_inventory
@@ -86,10 +88,10 @@ def _cpu_s(pid: int | None) -> float:
     if pid is None:
         return 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times.user + times.system
 
 
 @dataclass

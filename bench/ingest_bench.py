@@ -28,7 +28,7 @@ queryable in InfluxDB or, for the bare subscribers, received. The end is seen on
 per-shard write counter (``SHOW STATS``, polled every 50 ms: a ``count`` over 200,000 points costs
 InfluxDB a quarter of a second of CPU), as the first poll at which every point of the run was accepted,
 and confirmed by an exact InfluxQL ``count`` of the telemetry. Lost = published - counted. CPU per message for each process (the consumer, Mosquitto, InfluxDB, the
-publisher) from ``/proc/<pid>/stat`` deltas over the measurement; peak RSS (VmHWM) of the consumer.
+publisher) from deltas of its user+system CPU times (psutil) over the measurement; peak RSS (VmHWM) of the consumer.
 Points per reading: points in every measurement of the database (telemetry, late_data,
 unit_connection, rejected, oxyfleet_ingest) over readings published.
 Optionally (``--latency-seconds``), publish -> queryable latency of ``oxyfleet run`` at a fixed fleet
@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import paho.mqtt.client as mqtt
+import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fleetsim.loadgen import run_load
@@ -108,9 +109,9 @@ DASH: Final = "\u2013"  # ranges read as in the docs: 5,061\u20136,056
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user+sys) a live process has used, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user+sys) a live process has used."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def peak_rss(pid: int) -> int:
@@ -127,7 +128,7 @@ def service_pid(name: str) -> int | None:
         pid = int((RUN_DIR / f"{name}.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    return pid if psutil.pid_exists(pid) else None
 
 
 def free_port() -> int:
@@ -483,8 +484,8 @@ class Oxyfleet(Consumer):
         """The processes, and the workers of a ``--workers`` supervisor."""
         pids = super().pids()
         for pid in list(pids):
-            with contextlib.suppress(OSError):
-                pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            with contextlib.suppress(psutil.Error):
+                pids += [c.pid for c in psutil.Process(pid).children()]
         return pids
 
     def start(self, target: Target, messages: int) -> None:  # noqa: ARG002, D102
@@ -588,10 +589,9 @@ def published(proc: subprocess.Popen[bytes]) -> dict[str, float]:
 
 
 def machine_busy_s() -> float:
-    """CPU seconds all cores have spent busy since boot (/proc/stat: everything but idle and iowait)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds all cores have spent busy since boot (everything but idle and iowait)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
 
 
 class CpuMeter:
@@ -883,9 +883,7 @@ def machine() -> str:
     cpu_model = next(
         (x.split(":", 1)[1].strip() for x in info if x.startswith("model name")), platform.processor()
     )
-    mem_kb = next(
-        int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")
-    )
+    mem_kb = psutil.virtual_memory().total / 1024
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     return (
         f"{os.cpu_count()} cores, {cpu_model}, {mem_kb / 2**20:.0f} GiB RAM; Linux {platform.release()}; "

@@ -36,6 +36,8 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psutil
+
 from devices.catalog import load_catalog
 from devices.inventory import Unit, write_inventory
 from health.rollup import DayRow, day_lines, local_days, marker_lines
@@ -70,14 +72,14 @@ def influx_pid() -> int | None:
 
 
 def cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of a process, from /proc (0 when unknown)."""
+    """User + system CPU seconds of a process (0 when unknown)."""
     if pid is None:
         return 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times.user + times.system
 
 
 def fill(sink: InfluxSink, units: list[Unit], months: list[tuple[int, int]]) -> int:

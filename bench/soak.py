@@ -28,6 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
+
 from ingest.stats import scrape
 from store.reader import InfluxQL
 from store.schema import Measurement
@@ -40,11 +42,9 @@ WARMUP_S = 120.0
 
 def rss_cpu(pid: int) -> tuple[float, float]:
     """Resident MB and CPU seconds (user+sys) of a live process."""
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    rss_kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return rss_kb / 1024, cpu
+    proc = psutil.Process(pid)
+    times = proc.cpu_times()
+    return proc.memory_info().rss / 2**20, times.user + times.system
 
 
 def metrics(port: int) -> dict[str, float]:
